@@ -1,0 +1,29 @@
+# Two entry points (README): `make demo` (train -> export -> evaluate on a small
+# default) and `make test` (the whole test suite). Each installs what it needs
+# into .venv first, so both work on a fresh machine with Python >= 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[export,pi,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m experiments.demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m experiments.bench_env $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache .jax_cache
