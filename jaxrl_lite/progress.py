@@ -1,0 +1,39 @@
+"""A rich progress display for long runs: env steps, steps/s, return, ETA.
+
+Updated once per log interval (the host only sees metrics then). Disabled
+(a no-op) with ``enabled=False`` or when stderr is not a terminal, so logs
+and CI output stay clean; absl logging carries the same figures.
+"""
+from __future__ import annotations
+
+import sys
+
+
+class Progress:
+    def __init__(self, total_steps: int, start_step: int = 0, enabled: bool = True,
+                 description: str = "training"):
+        self._progress = None
+        if not (enabled and sys.stderr.isatty()):
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        self._progress = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8} steps/s"),
+            TextColumn("return {task.fields[ret]:>9}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total_steps,
+                                             completed=start_step, rate="-", ret="-")
+
+    def update(self, step: int, steps_per_s: float, episode_return) -> None:
+        if self._progress is None:
+            return
+        ret = "-" if episode_return is None else f"{episode_return:.1f}"
+        self._progress.update(self._task, completed=step, rate=f"{steps_per_s:.0f}", ret=ret)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
