@@ -1,0 +1,204 @@
+"""Ant-v5 on native MuJoCo (C, float64) behind the same jit-able API as MJX.
+
+Physics runs in MuJoCo's C engine on the CPU, entered from JAX with one
+``jax.pure_callback`` per batched step (never one per env); the host side
+(:mod:`jaxrl_lite.envs.native_physics`) spreads the batch over a persistent
+thread pool. Everything Ant-specific (reset noise, observation, reward terms,
+health) comes from :mod:`jaxrl_lite.envs.ant`, evaluated in JAX on float32
+copies of the float64 results.
+
+The State stays purely functional: ``physics`` holds the float64 integration
+state (qpos [N, 15], qvel [N, 14], the solver warm start qacc_warmstart
+[N, 14]) and the main body's stage ``xpos[:2]`` [N, 2] (gymnasium's "before"
+position for the next step) as float32 triples ``hi + mid + lo`` that rebuild
+the float64 values exactly. So the same State stepped twice gives the same
+result, the same key gives the same trajectory, checkpoints restore it bit for
+bit, and a step reproduces gymnasium's float64 step exactly (observations and
+rewards are then rounded to float32).
+"""
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_lite.envs import ant
+from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.envs.native_physics import BatchStepper, join_f64, split_f64
+
+_logged_gpu = False
+
+
+def _warn_if_accelerator() -> None:
+    global _logged_gpu
+    platform = jax.default_backend()
+    if platform != "cpu" and not _logged_gpu:
+        logging.warning(
+            "backend='mujoco' with JAX default device %s: physics runs on the CPU and "
+            "every batched step copies the state device->host->device through a host "
+            "callback, so the accelerator mostly waits; use backend='mjx' (or 'auto') "
+            "to keep the simulation on the %s.", platform, platform)
+        _logged_gpu = True
+
+
+class NativeAnt(Env):
+    """Batched gymnasium ``Ant-v5`` on native MuJoCo.
+
+    num_envs: N parallel envs. num_threads: host threads stepping them
+    (default: the CPU cores this process may use). Other keywords: gymnasium
+    Ant-v5's (see :class:`jaxrl_lite.envs.ant.AntConfig`).
+    """
+
+    def __init__(self, num_envs: int = 1, auto_reset: bool = True,
+                 num_threads: int | None = None, **ant_kwargs):
+        config = ant.AntConfig.from_kwargs(**ant_kwargs)
+        super().__init__(num_envs, auto_reset, config.max_episode_steps)
+        self.config = config
+        self.model = ant.load_model(config)
+        self._main_body = ant.main_body_id(self.model, config)
+        self._dt = ant.dt(self.model, config)
+        self._stepper = BatchStepper(self.model, config.frame_skip, self._main_body,
+                                     num_threads)
+        self.num_threads = self._stepper.num_threads
+        # gymnasium's init_qpos / init_qvel: the model's qpos0 and zeros.
+        self._init_qpos = np.asarray(self.model.qpos0, np.float32)
+        self._init_qvel = np.zeros(self.model.nv, np.float32)
+        _warn_if_accelerator()
+
+    @property
+    def observation_size(self) -> int:
+        return self.config.observation_size
+
+    @property
+    def action_size(self) -> int:
+        return ant.NU
+
+    # -- physics state -------------------------------------------------------
+    # physics = {"x64": float32 [N, 3, 45], "fresh": bool [N]}: x64[:, k] is part
+    # k (hi, mid, lo) of the float64 vector [qpos 15 | qvel 14 |
+    # qacc_warmstart 14 | main-body xy 2]; x64[:, 0, :15] is qpos in float32.
+    # fresh: the env comes straight from a reset (the "before" xy is then
+    # recomputed on the host from qpos, as gymnasium's reset ran mj_forward).
+    _SLICES = {"qpos": slice(0, ant.NQ), "qvel": slice(ant.NQ, ant.NQ + ant.NV),
+               "qacc_warmstart": slice(ant.NQ + ant.NV, ant.NQ + 2 * ant.NV),
+               "xy": slice(ant.NQ + 2 * ant.NV, ant.NQ + 2 * ant.NV + 2)}
+    _D = ant.NQ + 2 * ant.NV + 2
+
+    def unpack_physics(self, physics) -> dict:
+        """State.physics -> float64 numpy qpos, qvel, qacc_warmstart, xy (host)."""
+        x = join_f64(np.moveaxis(np.asarray(physics["x64"]), -2, -1))
+        return {k: x[..., sl] for k, sl in self._SLICES.items()}
+
+    def _reset_info(self, qpos):
+        n = qpos.shape[0]
+        zeros = jnp.zeros((n,), jnp.float32)
+        info = {k: zeros for k in ("x_velocity", "y_velocity", "reward_forward",
+                                   "reward_ctrl", "reward_contact", "reward_survive")}
+        info.update(jax.vmap(ant.position_info)(qpos))
+        return info
+
+    def _first(self, qpos, qvel, physics):
+        """Observation and info right after a reset (cfrc_ext is zero)."""
+        cfrc = jnp.zeros((qpos.shape[0], ant.NBODY, 6), jnp.float32)
+        obs = jax.vmap(lambda q, v, c: ant.observation(q, v, c, self.config))(qpos, qvel, cfrc)
+        return obs.astype(jnp.float32), physics, self._reset_info(qpos)
+
+    def _reset_batch(self, rng):
+        scale = self.config.reset_noise_scale
+        qpos, qvel = jax.vmap(
+            lambda k: ant.reset_noise(k, self._init_qpos, self._init_qvel, scale))(rng)
+
+        n = qpos.shape[0]
+        # float32 values are exact float64 values: parts (x, 0, 0); warm start
+        # zero as after mj_resetData; xy recomputed on the host (fresh).
+        hi = jnp.concatenate([qpos, qvel, jnp.zeros((n, ant.NV + 2), jnp.float32)], -1)
+        x64 = jnp.concatenate([hi[:, None], jnp.zeros((n, 2, self._D), jnp.float32)], 1)
+        physics = {"x64": x64, "fresh": jnp.ones((n,), jnp.bool_)}
+        return self._first(qpos, qvel, physics)
+
+    def reset_to(self, qpos, qvel, qacc_warmstart=None, main_body_xy=None) -> State:
+        """Start every env from an exact float64 state (outside jit).
+
+        qpos [N, 15], qvel [N, 14]: as gymnasium's ``set_state`` after a reset.
+        Optional, to continue a gymnasium episode exactly mid-way:
+        qacc_warmstart [N, 14] (``data.qacc_warmstart``, default zeros as after
+        a reset) and main_body_xy [N, 2] (``data.body(main_body).xpos[:2]``,
+        default: recomputed from qpos as gymnasium's reset does).
+        """
+        n = self.num_envs
+        qpos = _as_f64("qpos", qpos, (n, ant.NQ))
+        qvel = _as_f64("qvel", qvel, (n, ant.NV))
+        warm = (np.zeros((n, ant.NV)) if qacc_warmstart is None
+                else _as_f64("qacc_warmstart", qacc_warmstart, (n, ant.NV)))
+        fresh = main_body_xy is None
+        xy = np.zeros((n, 2)) if fresh else _as_f64("main_body_xy", main_body_xy, (n, 2))
+        x64 = np.moveaxis(split_f64(np.concatenate([qpos, qvel, warm, xy], -1)), -1, -2)
+        physics = {"x64": jnp.asarray(x64), "fresh": jnp.full((n,), fresh, jnp.bool_)}
+        q32, v32 = jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32)
+        obs, physics, binfo = self._first(q32, v32, physics)
+        # Fresh per-env streams for later auto-resets (seeded from the state).
+        rng = jax.random.split(jax.random.PRNGKey(0), n)
+        return self._initial_state(obs, physics, binfo, rng)
+
+    # -- step ------------------------------------------------------------------
+    # One operand in, one out: pure_callback's cost grows with their number.
+    # in  [B, 3*45 + 1 + 8]: x64 parts, fresh, ctrl.
+    # out [B, 3*45 + 2 + 14*6]: new x64 parts, float32 xy displacement (m,
+    #     from float64), float32 cfrc_ext (all bodies, after rnePostConstraint).
+    def _host_step(self, packed):
+        """numpy float32 [..., 144] -> float32 [..., 221] (see above)."""
+        packed = np.asarray(packed)  # the callback may receive jax Arrays
+        batch = packed.shape[:-1]
+        packed = packed.reshape(-1, packed.shape[-1])
+        d, n = self._D, packed.shape[0]
+        x = join_f64(np.moveaxis(packed[:, :3 * d].reshape(n, 3, d), 1, -1))
+        sl = self._SLICES
+        res = self._stepper.step(x[:, sl["qpos"]], x[:, sl["qvel"]],
+                                 x[:, sl["qacc_warmstart"]],
+                                 packed[:, 3 * d + 1:].astype(np.float64), x[:, sl["xy"]],
+                                 packed[:, 3 * d] > 0)
+        out = np.empty((n, 3 * d + 2 + ant.NBODY * 6), np.float32)
+        new = np.concatenate([res.qpos, res.qvel, res.qacc_warmstart, res.xy], -1)
+        out[:, :3 * d] = np.moveaxis(split_f64(new), -1, 1).reshape(n, 3 * d)
+        out[:, 3 * d:3 * d + 2] = res.dxy
+        out[:, 3 * d + 2:] = res.cfrc_ext.reshape(n, -1)
+        return out.reshape(batch + out.shape[-1:])
+
+    def _step_batch(self, physics, action):
+        n, d = action.shape[0], self._D
+        ctrl = jax.vmap(ant.sanitize_ctrl)(action)
+        packed = jnp.concatenate([physics["x64"].reshape(n, 3 * d),
+                                  physics["fresh"].astype(jnp.float32)[:, None], ctrl], -1)
+        out = jax.pure_callback(
+            self._host_step, jax.ShapeDtypeStruct((n, 3 * d + 2 + ant.NBODY * 6), jnp.float32),
+            packed, vmap_method="broadcast_all")
+        x64 = out[:, :3 * d].reshape(n, 3, d)
+        dxy = out[:, 3 * d:3 * d + 2]
+        cfrc = out[:, 3 * d + 2:].reshape(n, ant.NBODY, 6)
+        qpos = x64[:, 0, self._SLICES["qpos"]]  # float32 rounding of float64
+        qvel = x64[:, 0, self._SLICES["qvel"]]
+        cfg = self.config
+
+        def semantics(q, v, c, dx, a):
+            healthy = ant.is_healthy(q, v, cfg)
+            reward, terms = ant.step_reward(dx, self._dt, a, c, healthy, cfg)
+            obs = ant.observation(q, v, c, cfg)
+            terms.update(ant.position_info(q))
+            return obs, reward, ant.terminated(healthy, cfg), terms
+
+        obs, reward, term, terms = jax.vmap(semantics)(qpos, qvel, cfrc, dxy, action)
+        new_physics = {"x64": x64, "fresh": jnp.zeros((n,), jnp.bool_)}
+        f32 = jnp.float32
+        terms = {k: jnp.asarray(v, f32) for k, v in terms.items()}
+        return obs.astype(f32), reward.astype(f32), term.astype(f32), new_physics, terms
+
+
+def _as_f64(name, x, shape) -> np.ndarray:
+    x = np.asarray(x)
+    if x.shape != shape:
+        raise ValueError(f"{name} has shape {x.shape}, expected {shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} has dtype {x.dtype}, expected a float array")
+    return x.astype(np.float64)
