@@ -1,0 +1,108 @@
+"""Comparison row: the JAX actor straight from the training checkpoint.
+
+  python -m export.harness_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
+
+action = jaxrl_lite.policy.deterministic_action(spec, params, norm, obs), jitted
+on the CPU, with the same episodes, loop and measurements as the LiteRT rows,
+in its own process. Started by ``export.evaluate --export_dir`` (checkpoint
+from manifest.json's "source_checkpoint") where JAX is installed.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from export import harness_common as hc
+from export.harness_common import HarnessError
+
+hc.define_common_flags()
+_CKPT = flags.DEFINE_string("checkpoint", None, "Run dir, checkpoints/ dir or one step dir.")
+DEFAULT_NAME = "JAX actor"
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+class JaxPolicy:
+    """jit(deterministic_action) on float32 [1, obs_dim], blocking until ready."""
+
+    runtime = "jax"
+
+    def __init__(self, path: str):
+        import jax
+        import numpy as np
+        from jaxrl_lite import checkpoint, policy
+
+        try:
+            bundle = checkpoint.load_policy(path)
+        except checkpoint.CheckpointError as e:
+            raise HarnessError(str(e)) from None
+        spec = bundle.spec
+        self.source = bundle.source
+        self._params = jax.device_put(bundle.actor_params)
+        self._norm = jax.device_put(bundle.norm)
+        self._fn = jax.jit(lambda p, n, x: policy.deterministic_action(spec, p, n, x))
+        self.input_shape = (1, spec.obs_dim)
+        self.output_shape = (1, spec.act_dim)
+        self._np = np
+        self._x = np.zeros(self.input_shape, np.float32)
+        self._y = None
+
+    def set_input(self, obs):
+        self._x = obs.copy()
+
+    def invoke(self):
+        self._y = self._fn(self._params, self._norm, self._x).block_until_ready()
+
+    def get_output(self):
+        return self._np.asarray(self._y)
+
+
+def _main() -> int:
+    from export import harness_loop
+
+    if not _CKPT.value or not os.path.exists(_CKPT.value):
+        raise HarnessError(f"--checkpoint={_CKPT.value} does not exist")
+    constraints = hc.apply_constraints(flags.FLAGS)
+    if constraints["threads"] == 1:  # before JAX is imported: one XLA CPU thread
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
+    f = flags.FLAGS
+    holder = {}
+
+    def import_runtime():
+        import jax  # noqa: F401
+        from jaxrl_lite import checkpoint  # noqa: F401 (orbax comes with it)
+
+    def load():
+        holder["p"] = JaxPolicy(_CKPT.value)
+        return holder["p"]
+
+    try:
+        report = harness_loop.measure(
+            (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints, episodes=f.episodes,
+            seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
+            model_path=os.path.abspath(_CKPT.value), model_bytes=None)
+    except hc.BudgetExceeded as e:
+        if f.report and getattr(e, "report", None):
+            hc.write_json(f.report, e.report)
+        raise
+    report["model"] = holder["p"].source
+    report["model_bytes"] = _dir_bytes(os.path.join(holder["p"].source, "policy"))
+    if f.report:
+        hc.write_json(f.report, report)
+    print(report["name"], "ok")
+    return 0
+
+
+def main(argv):
+    del argv
+    hc.run_main(_main)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    app.run(main)

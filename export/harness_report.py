@@ -1,0 +1,115 @@
+"""Side-by-side outputs of the harness: Markdown table and PNG chart.
+
+Rows are per-variant report dicts (see harness_loop.measure); a row with an
+"error" or "skipped" key is shown with that note instead of figures.
+"""
+from __future__ import annotations
+
+import math
+
+_COLUMNS = [
+    ("Variant", "name", "{}"),
+    ("Runtime", "runtime", "{}"),
+    ("Model bytes", "model_bytes", "{:,}"),
+    ("Return", None, None),  # mean ± std
+    ("Ep. len", "episode_length_mean", "{:.0f}"),
+    ("p50 µs", "latency_us_p50", "{:.1f}"),
+    ("p99 µs", "latency_us_p99", "{:.1f}"),
+    ("max µs", "latency_us_max", "{:.0f}"),
+    ("env step µs", "env_step_us_mean", "{:.0f}"),
+    ("overhead µs (%)", None, None),
+    ("peak RSS MB", "rss_mb_peak", "{:.1f}"),
+    ("model RSS MB", "rss_mb_model", "{:.1f}"),
+    ("CPU %", "cpu_percent_mean", "{:.0f}"),
+]
+
+
+def _fmt(fmt: str, value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _cell(row: dict, header: str, key, fmt) -> str:
+    if header == "Return":
+        if row.get("return_mean") is None:
+            return "–"
+        return f"{row['return_mean']:.1f} ± {row.get('return_std', 0.0):.1f}"
+    if header.startswith("overhead"):
+        if row.get("harness_overhead_us_per_step") is None:
+            return "–"
+        return (f"{row['harness_overhead_us_per_step']:.1f} "
+                f"({100 * row['harness_overhead_fraction']:.1f}%)")
+    return _fmt(fmt, row.get(key))
+
+
+def markdown_table(rows: list[dict], machine: dict | None = None) -> str:
+    """A Markdown table, one row per variant, plus notes for skipped/failed rows."""
+    head = "| " + " | ".join(h for h, _, _ in _COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in _COLUMNS) + "|"
+    lines = [head, sep]
+    notes = []
+    for row in rows:
+        if "skipped" in row:
+            notes.append(f"- {row['name']}: skipped ({row['skipped']})")
+            continue
+        cells = [_cell(row, h, k, f) for h, k, f in _COLUMNS]
+        if "error" in row:
+            cells[0] += " (failed)"
+            notes.append(f"- {row['name']}: {row['error']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    out = "\n".join(lines) + "\n"
+    if machine:
+        prof = machine.get("profile")
+        desc = (f"\nMachine: {machine.get('cpu_model')}, {machine.get('cpu_count_logical')} "
+                f"logical CPUs, {machine.get('memory_total_mb')} MB RAM, Python "
+                f"{machine.get('python')}, LiteRT {machine.get('litert_version')}; "
+                f"CPUs {machine.get('cpus')}, {machine.get('threads')} thread(s)")
+        if prof:
+            desc += f"; profile {prof['name']} ({prof['board']})"
+        if machine.get("memory_budget_mb"):
+            desc += f"; memory budget {machine['memory_budget_mb']:.0f} MB"
+        out += desc + ".\n"
+        for note in machine.get("notes", []):
+            out += f"\nNote: {note}\n"
+    if notes:
+        out += "\n" + "\n".join(notes) + "\n"
+    return out
+
+
+def write_chart(rows: list[dict], path: str) -> str | None:
+    """Bar charts of return, p50 latency and peak RSS per variant; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in rows if r.get("return_mean") is not None]
+    if not rows:
+        return None
+    names = [r["name"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.3 * len(rows) * 1.5, 4.2))
+    panels = [
+        ("Return (mean ± std)", [r["return_mean"] for r in rows],
+         [r.get("return_std") or 0.0 for r in rows], False),
+        ("Inference p50 (µs, log)", [r.get("latency_us_p50") or 0.0 for r in rows], None, True),
+        ("Peak RSS (MB)", [r.get("rss_mb_peak") or 0.0 for r in rows], None, False),
+    ]
+    colors = ["C0" if r.get("runtime") in ("litert", "tflm") else "C3" for r in rows]
+    for ax, (title, vals, err, log) in zip(axes, panels):
+        ax.bar(range(len(rows)), vals, yerr=err, color=colors, capsize=3)
+        ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Ant-v5: exported actor variants (blue: LiteRT/TFLM, red: full TF/JAX)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,123 @@
+"""Record one Ant-v5 episode driven by an exported model, with MuJoCo's offscreen renderer.
+
+  python -m export.harness_video --model=EXPORT/actor_int8.tflite --video=ant.mp4
+
+Runs in its own process (``export.evaluate --video`` starts it after the
+measurements) so the GL context never adds to a variant's memory figures.
+Headless GL: MUJOCO_GL=egl (Debian: libegl1 + libegl-mesa0, the default
+here) or MUJOCO_GL=osmesa (Debian: libosmesa6). MP4 needs ffmpeg (Debian:
+ffmpeg, or pip imageio-ffmpeg); GIF needs Pillow.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from absl import app, flags
+
+from export import harness_common as hc
+from export.harness_common import HarnessError
+
+hc.define_common_flags()
+hc.define_model_flags()
+_MODEL, _RUNTIME = flags.FLAGS["model"], flags.FLAGS["runtime"]
+_MANIFEST, _VIDEO = flags.FLAGS["manifest"], flags.FLAGS["video"]
+_SEED, _STEPS = flags.FLAGS["seed"], flags.FLAGS["max_episode_steps"]
+_WIDTH = flags.DEFINE_integer("width", 480, "Frame width, pixels.")
+_HEIGHT = flags.DEFINE_integer("height", 480, "Frame height, pixels.")
+
+GL_HELP = ("install a headless GL backend: EGL (Debian: libegl1 libegl-mesa0, MUJOCO_GL=egl) "
+           "or OSMesa (Debian: libosmesa6, MUJOCO_GL=osmesa)")
+
+
+def _policy():
+    from export import harness_runtime
+    data = harness_runtime.read_model_bytes(_MODEL.value)
+    if _RUNTIME.value == "tflm":
+        import json
+        quant, arena = {}, None
+        if _MANIFEST.value and os.path.isfile(_MANIFEST.value):
+            with open(_MANIFEST.value) as f:
+                man = json.load(f)
+            for entry in man.get("variants", {}).values():
+                if os.path.basename(str(entry.get("file", ""))) == os.path.basename(_MODEL.value):
+                    quant = harness_runtime.micro_quantization(entry)
+                    arena = entry.get("arena_bytes") or entry.get("tensor_arena_bytes")
+        return harness_runtime.TFLMPolicy(data, quant, arena, _MODEL.value)
+    return harness_runtime.LiteRTPolicy(data, 1, _MODEL.value)
+
+
+def render_episode() -> tuple[list, float]:
+    """Frames (uint8 [H, W, 3]) of one episode, and its return."""
+    import numpy as np
+    from export.harness_loop import make_env
+    try:
+        env = make_env(_STEPS.value, render_mode="rgb_array")
+        env.unwrapped.width, env.unwrapped.height = _WIDTH.value, _HEIGHT.value
+        obs, _ = env.reset(seed=_SEED.value)
+        frames = [env.render()]
+    except Exception as e:  # noqa: BLE001 (GL failures come as many types)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise HarnessError(f"no OpenGL backend for offscreen rendering "
+                           f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {first}); {GL_HELP}") \
+            from None
+    policy = _policy()
+    buf = np.zeros((1, obs.shape[0]), np.float32)
+    ret, done = 0.0, False
+    while not done:
+        buf[0] = obs
+        policy.set_input(buf)
+        policy.invoke()
+        obs, r, term, trunc, _ = env.step(policy.get_output()[0])
+        ret += float(r)
+        done = term or trunc
+        frames.append(env.render())
+    env.close()
+    return frames, ret
+
+
+def write_video(frames: list, path: str, fps: int) -> None:
+    if path.endswith(".gif"):
+        from PIL import Image
+        imgs = [Image.fromarray(f) for f in frames]
+        imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / fps),
+                     loop=0)
+        return
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        try:
+            import imageio_ffmpeg
+            ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+        except ImportError:
+            raise HarnessError(f"--video={path}: writing MP4 needs ffmpeg (apt install ffmpeg, "
+                               f"or pip install imageio-ffmpeg); or use --video=FILE.gif") \
+                from None
+    h, w = frames[0].shape[:2]
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p",
+           "-vcodec", "libx264", path]
+    proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames),
+                          capture_output=True)
+    if proc.returncode != 0:
+        raise HarnessError(f"ffmpeg failed writing {path}: "
+                           f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+
+
+def _main() -> int:
+    if not _MODEL.value or not _VIDEO.value:
+        raise HarnessError("give --model=PATH and --video=FILE.mp4|FILE.gif")
+    frames, ret = render_episode()
+    write_video(frames, _VIDEO.value, fps=20)  # Ant-v5 dt = 0.05 s: real time
+    print(f"video: {_VIDEO.value} ({len(frames)} frames, return {ret:.1f})")
+    return 0
+
+
+def main(argv):
+    del argv
+    hc.run_main(_main)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    app.run(main)
