@@ -118,29 +118,33 @@ class NativeAnt(Env):
         physics = {"x64": x64, "fresh": jnp.ones((n,), jnp.bool_)}
         return self._first(qpos, qvel, physics)
 
-    def reset_to(self, qpos, qvel, qacc_warmstart=None, main_body_xy=None) -> State:
-        """Start every env from an exact float64 state (outside jit).
+    def reset_to(self, qpos, qvel, key=None, *, qacc_warmstart=None,
+                 main_body_xy=None) -> State:
+        """Start every env at the given float64 state exactly (no noise).
 
-        qpos [N, 15], qvel [N, 14]: as gymnasium's ``set_state`` after a reset.
-        Optional, to continue a gymnasium episode exactly mid-way:
-        qacc_warmstart [N, 14] (``data.qacc_warmstart``, default zeros as after
-        a reset) and main_body_xy [N, 2] (``data.body(main_body).xpos[:2]``,
-        default: recomputed from qpos as gymnasium's reset does).
+        qpos float [N, 15], qvel float [N, 14]: as gymnasium's ``set_state``
+        after a reset (the first observation has zero cfrc_ext). key: optional
+        PRNG key seeding later auto-resets (default PRNGKey(0)). To continue a
+        gymnasium episode bit for bit mid-way, also pass its
+        ``data.qacc_warmstart`` [N, 14] (default zeros, as after a reset) and
+        ``data.body(main_body).xpos[:2]`` as main_body_xy [N, 2] (default:
+        recomputed from qpos, as gymnasium's reset does). Not jit-able.
         """
         n = self.num_envs
-        qpos = _as_f64("qpos", qpos, (n, ant.NQ))
-        qvel = _as_f64("qvel", qvel, (n, ant.NV))
-        warm = (np.zeros((n, ant.NV)) if qacc_warmstart is None
-                else _as_f64("qacc_warmstart", qacc_warmstart, (n, ant.NV)))
+        qpos = _check_state_array("qpos", qpos, (n, ant.NQ), "nq")
+        qvel = _check_state_array("qvel", qvel, (n, ant.NV), "nv")
+        warm = (np.zeros((n, ant.NV)) if qacc_warmstart is None else
+                _check_state_array("qacc_warmstart", qacc_warmstart, (n, ant.NV), "nv"))
         fresh = main_body_xy is None
-        xy = np.zeros((n, 2)) if fresh else _as_f64("main_body_xy", main_body_xy, (n, 2))
+        xy = (np.zeros((n, 2)) if fresh else
+              _check_state_array("main_body_xy", main_body_xy, (n, 2), "2"))
         x64 = np.moveaxis(split_f64(np.concatenate([qpos, qvel, warm, xy], -1)), -1, -2)
         physics = {"x64": jnp.asarray(x64), "fresh": jnp.full((n,), fresh, jnp.bool_)}
-        q32, v32 = jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32)
-        obs, physics, binfo = self._first(q32, v32, physics)
-        # Fresh per-env streams for later auto-resets (seeded from the state).
-        rng = jax.random.split(jax.random.PRNGKey(0), n)
-        return self._initial_state(obs, physics, binfo, rng)
+        obs, physics, binfo = self._first(jnp.asarray(x64[:, 0, :ant.NQ]),
+                                          jnp.asarray(x64[:, 0, ant.NQ:ant.NQ + ant.NV]),
+                                          physics)
+        key = jax.random.PRNGKey(0) if key is None else key
+        return self._initial_state(obs, physics, binfo, jax.random.split(key, n))
 
     # -- step ------------------------------------------------------------------
     # One operand in, one out: pure_callback's cost grows with their number.
@@ -195,10 +199,17 @@ class NativeAnt(Env):
         return obs.astype(f32), reward.astype(f32), term.astype(f32), new_physics, terms
 
 
-def _as_f64(name, x, shape) -> np.ndarray:
-    x = np.asarray(x)
-    if x.shape != shape:
-        raise ValueError(f"{name} has shape {x.shape}, expected {shape}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} has dtype {x.dtype}, expected a float array")
-    return x.astype(np.float64)
+def _check_state_array(name, value, expected, width) -> np.ndarray:
+    """-> float64 numpy array; the same messages as the MJX backend's reset_to."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"reset_to {name} must be an array of shape {expected}, "
+                        f"got {type(value).__name__}")
+    if tuple(shape) != expected:
+        raise ValueError(f"reset_to {name} has shape {tuple(shape)}, expected {expected} "
+                         f"(num_envs, {width})")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise TypeError(f"reset_to {name} has dtype {dtype}, expected a float dtype "
+                        f"(kept in float64)")
+    return np.asarray(value, np.float64)
