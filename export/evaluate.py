@@ -170,6 +170,10 @@ def check_video_target(path: str) -> None:
                                f"or pip install imageio-ffmpeg); or use --video=FILE.gif")
     else:
         raise HarnessError(f"--video={path}: expected a .mp4 or .gif file name")
+    proc = subprocess.run([sys.executable, "-m", "export.harness_video", "--probe_gl"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HarnessError(_last_error_line(proc.stderr) or "offscreen rendering failed")
 
 
 def record_video(model: str, runtime: str) -> None:

@@ -68,8 +68,7 @@ def _main() -> int:
     constraints = hc.apply_constraints(flags.FLAGS)
     if constraints["threads"] == 1:  # before JAX is imported: one XLA CPU thread
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false"
-                                   " intra_op_parallelism_threads=1").strip()
+                                   " --xla_cpu_multi_thread_eigen=false").strip()
     f = flags.FLAGS
     holder = {}
 

@@ -12,6 +12,7 @@ Timing per env step (``time.perf_counter_ns``):
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 import time
@@ -49,8 +50,26 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def _import_mujoco_without_gl() -> None:
+    """Import MuJoCo with MUJOCO_GL=disable: a measured run renders nothing, so it
+    neither pays for a GL library nor fails on a broken GL setting."""
+    if "mujoco" in sys.modules:
+        return
+    old = os.environ.get("MUJOCO_GL")
+    os.environ["MUJOCO_GL"] = "disable"
+    try:
+        import mujoco  # noqa: F401
+    finally:
+        if old is None:
+            del os.environ["MUJOCO_GL"]
+        else:
+            os.environ["MUJOCO_GL"] = old
+
+
 def make_env(max_episode_steps: int, render_mode: str | None = None):
     """gymnasium's Ant-v5 with its default keyword arguments."""
+    if render_mode is None:
+        _import_mujoco_without_gl()
     import gymnasium as gym
 
     return gym.make(ENV_ID, max_episode_steps=max_episode_steps, render_mode=render_mode)

@@ -25,6 +25,8 @@ def read_model_bytes(path: str) -> bytes:
     """The flatbuffer of a ``.tflite`` file, or of a TFLM C array (``.cc``/``.h``)."""
     if not os.path.isfile(path):
         raise HarnessError(f"model file not found: {path}")
+    if path.endswith(".h") and os.path.isfile(path[:-2] + ".cc"):
+        path = path[:-2] + ".cc"  # the header declares the array, the .cc defines it
     if path.endswith((".cc", ".c", ".h")):
         data = parse_c_array(path)
     else:

@@ -24,6 +24,7 @@ hc.define_model_flags()
 _MODEL, _RUNTIME = flags.FLAGS["model"], flags.FLAGS["runtime"]
 _MANIFEST, _VIDEO = flags.FLAGS["manifest"], flags.FLAGS["video"]
 _SEED, _STEPS = flags.FLAGS["seed"], flags.FLAGS["max_episode_steps"]
+_PROBE = flags.DEFINE_bool("probe_gl", False, "Only check that offscreen rendering works.")
 _WIDTH = flags.DEFINE_integer("width", 480, "Frame width, pixels.")
 _HEIGHT = flags.DEFINE_integer("height", 480, "Frame height, pixels.")
 
@@ -48,20 +49,26 @@ def _policy():
     return harness_runtime.LiteRTPolicy(data, 1, _MODEL.value)
 
 
-def render_episode() -> tuple[list, float]:
-    """Frames (uint8 [H, W, 3]) of one episode, and its return."""
-    import numpy as np
+def _render_env(width: int, height: int):
+    """(env, first obs, first frame); one-line HarnessError without a GL backend."""
     from export.harness_loop import make_env
     try:
         env = make_env(_STEPS.value, render_mode="rgb_array")
-        env.unwrapped.width, env.unwrapped.height = _WIDTH.value, _HEIGHT.value
+        env.unwrapped.width, env.unwrapped.height = width, height
         obs, _ = env.reset(seed=_SEED.value)
-        frames = [env.render()]
+        return env, obs, env.render()
     except Exception as e:  # noqa: BLE001 (GL failures come as many types)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise HarnessError(f"no OpenGL backend for offscreen rendering "
                            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {first}); {GL_HELP}") \
             from None
+
+
+def render_episode() -> tuple[list, float]:
+    """Frames (uint8 [H, W, 3]) of one episode, and its return."""
+    import numpy as np
+    env, obs, frame = _render_env(_WIDTH.value, _HEIGHT.value)
+    frames = [frame]
     policy = _policy()
     buf = np.zeros((1, obs.shape[0]), np.float32)
     ret, done = 0.0, False
@@ -105,6 +112,9 @@ def write_video(frames: list, path: str, fps: int) -> None:
 
 
 def _main() -> int:
+    if _PROBE.value:
+        _render_env(32, 32)[0].close()
+        return 0
     if not _MODEL.value or not _VIDEO.value:
         raise HarnessError("give --model=PATH and --video=FILE.mp4|FILE.gif")
     frames, ret = render_episode()

@@ -373,6 +373,20 @@ def test_export_dir_side_by_side(export_dir, fp32_report, tmp_path):
     assert (tmp_path / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_export_dir_budget_failures_are_rows_and_exit_nonzero(export_dir, tmp_path):
+    report = tmp_path / "ev.json"
+    proc = run_cli(f"--export_dir={export_dir}", "--memory_budget_mb=50",
+                   "--nocomparison_rows", f"--report={report}", *SHORT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    rows = json.loads(report.read_text())["variants"]
+    assert set(rows) == {"fp32", "int8", "micro_int8"}
+    for row in rows.values():
+        assert "exceeds the memory budget 50 MB" in row["error"] and row["exit_code"] == 3
+        assert row["rss_mb_peak"] > 50
+    table = (tmp_path / "ev.md").read_text()
+    assert "| int8 (failed) |" in table and "- int8: peak RSS" in table
+
+
 def test_comparison_policies_compute_the_exported_actor(export_dir):
     """TF SavedModel and JAX checkpoint rows run the same function as the .tflite."""
     from export.harness_jax import JaxPolicy
@@ -409,3 +423,27 @@ def test_video_records_an_episode(export_dir, tmp_path):
         assert im.n_frames == 9  # reset frame + 8 steps
         frame = np.asarray(im.convert("RGB"))
     assert frame.std() > 1.0  # not a blank frame
+
+
+def _has_osmesa() -> bool:
+    import ctypes.util
+    return ctypes.util.find_library("OSMesa") is not None
+
+
+def _has_mp4_encoder() -> bool:
+    import importlib.util
+    import shutil
+    return shutil.which("ffmpeg") is not None or importlib.util.find_spec("imageio_ffmpeg")
+
+
+@pytest.mark.parametrize("case", ["osmesa", "mp4"])
+def test_video_without_backend_fails_before_measuring(case, export_dir, tmp_path):
+    """Missing GL backend or MP4 encoder: one-line error and no measurement run."""
+    if case == "osmesa" and _has_osmesa() or case == "mp4" and _has_mp4_encoder():
+        pytest.skip(f"{case} is available here; the failure path cannot be exercised")
+    video = tmp_path / ("ant.gif" if case == "osmesa" else "ant.mp4")
+    env = {"MUJOCO_GL": "osmesa"} if case == "osmesa" else None
+    proc = run_cli(f"--model={export_dir}/actor_int8.tflite", f"--video={video}",
+                   f"--report={tmp_path}/r.json", *SHORT, env=env)
+    assert_one_line_error(proc, "no OpenGL backend" if case == "osmesa" else "ffmpeg")
+    assert not (tmp_path / "r.json").exists() and not video.exists()
