@@ -180,6 +180,21 @@ def rollout(config: Config, env: Env, spec: PolicySpec, params, norm, env_state,
     return jax.lax.scan(step, env_state, keys)
 
 
+def advantages(config: Config, spec: PolicySpec, params, norm, data: dict):
+    """Rollout data [T, N, ...] -> (values, advantages, value targets), each [T, N].
+
+    Bootstraps every step from V(info["final_obs"]) -- the observation the step
+    produced before any auto-reset -- masked only by ``terminated``: a time
+    limit is not death.
+    """
+    values = networks.value(spec, config.value_hidden, params, norm, data["obs"])
+    next_values = networks.value(spec, config.value_hidden, params, norm, data["final_obs"])
+    rewards = data["reward"] * config.reward_scaling
+    adv, targets = losses.gae(rewards, values, next_values, data["terminated"], data["done"],
+                              config.discount, config.gae_lambda)
+    return values, adv, targets
+
+
 def _episode_metrics(env_state: State) -> dict:
     count = env_state.info["completed_count"]
     has = (count > 0).astype(jnp.float32)
@@ -207,18 +222,13 @@ def make_train_iteration(config: Config, env: Env):
         has_aux=True)
     mb_size = config.batch_size // config.num_minibatches
     updates_per_iter = config.num_epochs * config.num_minibatches
-    value_fn = lambda p, norm, obs: networks.value(spec, config.value_hidden, p, norm, obs)
 
     def iteration(ts: TrainState):
         key, k_roll, k_epochs = jax.random.split(ts.key, 3)
         env_state, data = rollout(config, env, spec, ts.params, ts.norm, ts.env_state, k_roll)
         norm = normalizer.update(ts.norm, data["obs"]) if config.normalize_observations \
             else ts.norm
-        values = value_fn(ts.params, norm, data["obs"])
-        next_values = value_fn(ts.params, norm, data["final_obs"])
-        rewards = data["reward"] * config.reward_scaling
-        adv, targets = losses.gae(rewards, values, next_values, data["terminated"],
-                                  data["done"], config.discount, config.gae_lambda)
+        values, adv, targets = advantages(config, spec, ts.params, norm, data)
         flat = {"obs": data["obs"], "u": data["u"], "log_prob": data["log_prob"],
                 "advantages": adv, "targets": targets, "values": values}
         flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), flat)
@@ -229,7 +239,7 @@ def make_train_iteration(config: Config, env: Env):
             (_, m), grads = loss_fn(params, norm, batch, k)
             upd, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, upd)
-            m["grad_norm"] = optax.global_norm(grads)
+            m["grad_norm"] = optax.tree.norm(grads)
             return (params, opt_state), m
 
         def epoch(carry, k):
