@@ -67,6 +67,17 @@ def is_micro(name: str, entry: dict) -> bool:
     return "micro" in name.lower() or f.startswith("micro/") or f.endswith((".cc", ".h"))
 
 
+def arena_bytes(entry: dict) -> int | None:
+    """Tensor-arena bytes for TFLM from a manifest entry (recommended size first)."""
+    for key in ("tensor_arena_bytes_recommended", "arena_bytes_recommended"):
+        if entry.get(key):
+            return int(entry[key])
+    for key in ("tensor_arena_bytes", "arena_bytes"):
+        if entry.get(key):
+            return 2 * int(entry[key])  # the minimum measured on the exporting machine
+    return None
+
+
 def _manifest_entry_for(model_path: str) -> tuple[dict | None, dict | None]:
     """(manifest, entry) describing ``model_path``, searched next to and above it."""
     model_abs = os.path.abspath(model_path)
@@ -103,7 +114,7 @@ def evaluate_model(constraints: dict) -> dict:
     extra = {}
     if _RUNTIME.value == "tflm":
         quant = harness_runtime.micro_quantization(entry or {})
-        arena = (entry or {}).get("arena_bytes") or (entry or {}).get("tensor_arena_bytes")
+        arena = arena_bytes(entry or {})
 
         def import_runtime():
             try:
@@ -240,6 +251,8 @@ def run_export_dir(constraints: dict) -> int:
         for name, entry in manifest["variants"].items():
             f = str(entry.get("file", ""))
             path = os.path.join(export_dir, f)
+            if os.path.isdir(path) and os.path.basename(os.path.normpath(f)) == "saved_model":
+                continue  # the "TensorFlow SavedModel" comparison row below
             if is_micro(name, entry):
                 if importlib.util.find_spec("tflite_micro") is None:
                     rows.append({"name": name, "runtime": "tflm",
@@ -254,8 +267,9 @@ def run_export_dir(constraints: dict) -> int:
                 if video_model is None or name.endswith("int8") and "pruned" not in name:
                     video_model = path
             else:
-                rows.append({"name": name, "runtime": os.path.splitext(f)[1].lstrip("."),
-                             "skipped": "not a TFLite model (the Pi harness runs LiteRT only)"})
+                kind = os.path.splitext(f)[1].lstrip(".") or "other"
+                rows.append({"name": name, "runtime": kind, "skipped":
+                             f"{f} is not a TFLite model; the Pi harness runs LiteRT only"})
         if _COMPARISON.value:
             rows.extend(comparison_rows(manifest, export_dir, tmp))
     machine = hc.machine_description(constraints)

@@ -92,7 +92,7 @@ def write_chart(rows: list[dict], path: str) -> str | None:
     if not rows:
         return None
     names = [r["name"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.3 * len(rows) * 1.5, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(min(18.0, 4.0 + 1.2 * len(rows)), 4.5))
     panels = [
         ("Return (mean ± std)", [r["return_mean"] for r in rows],
          [r.get("return_std") or 0.0 for r in rows], False),

@@ -104,7 +104,8 @@ class TFLMPolicy:
 
     quant: {"input_scale", "input_zero_point", "output_scale",
     "output_zero_point"} from the manifest; missing entries are read from the
-    model's own tensor details.
+    model's own tensor details. arena_bytes: TFLM tensor arena (default: 10x
+    the model size, TFLM's own heuristic).
     """
 
     runtime = "tflm"
@@ -116,7 +117,7 @@ class TFLMPolicy:
         except ImportError:
             raise HarnessError("--runtime=tflm needs the tflite-micro package "
                                "(pip install tflite-micro)") from None
-        arena = int(arena_bytes * 2) if arena_bytes else max(len(model_bytes) * 10, 64 << 10)
+        arena = int(arena_bytes) if arena_bytes else max(len(model_bytes) * 10, 64 << 10)
         try:
             self._interp = tflm.Interpreter.from_bytes(model_bytes, arena_size=arena)
         except (ValueError, RuntimeError) as e:

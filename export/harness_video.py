@@ -44,7 +44,8 @@ def _policy():
             for entry in man.get("variants", {}).values():
                 if os.path.basename(str(entry.get("file", ""))) == os.path.basename(_MODEL.value):
                     quant = harness_runtime.micro_quantization(entry)
-                    arena = entry.get("arena_bytes") or entry.get("tensor_arena_bytes")
+                    arena = (entry.get("tensor_arena_bytes_recommended")
+                             or 2 * (entry.get("tensor_arena_bytes") or 0) or None)
         return harness_runtime.TFLMPolicy(data, quant, arena, _MODEL.value)
     return harness_runtime.LiteRTPolicy(data, 1, _MODEL.value)
 

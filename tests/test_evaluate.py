@@ -41,13 +41,13 @@ def ant_observations(n: int = 400, seed: int = 0) -> np.ndarray:
 
 
 def tflite_quant(model_bytes: bytes) -> dict:
+    """The manifest's "quantization" record of the micro entry (as export/convert.py)."""
     from ai_edge_litert import interpreter as litert
 
     it = litert.Interpreter(model_content=model_bytes)
-    (s_in, z_in), (s_out, z_out) = (it.get_input_details()[0]["quantization"],
-                                    it.get_output_details()[0]["quantization"])
-    return {"input_scale": float(s_in), "input_zero_point": int(z_in),
-            "output_scale": float(s_out), "output_zero_point": int(z_out)}
+    details = {"input": it.get_input_details()[0], "output": it.get_output_details()[0]}
+    return {side: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
+                   "zero_point": int(d["quantization"][1])} for side, d in details.items()}
 
 
 def build_export_dir(root: str, hidden=(256, 256), in_dim=OBS_DIM, out_dim=ACT_DIM) -> str:
@@ -126,8 +126,11 @@ def build_export_dir(root: str, hidden=(256, 256), in_dim=OBS_DIM, out_dim=ACT_D
         for i in range(0, len(micro), 12):
             f.write("  " + ", ".join(f"0x{b:02x}" for b in micro[i:i + 12]) + ",\n")
         f.write(f"}};\nconst int g_actor_model_len = {len(micro)};\n")
-    variants["micro_int8"] = {"file": "micro/actor_model.cc", "bytes": len(micro),
-                              "sparsity": 0.0, "arena_bytes": 16384, **tflite_quant(micro)}
+    variants["micro"] = {"file": "micro/actor_model.cc", "header": "micro/actor_model.h",
+                         "bytes": len(micro), "sparsity": 0.0, "tensor_arena_bytes": 8192,
+                         "quantization": tflite_quant(micro)}
+    variants["saved_model"] = {"file": "saved_model", "bytes": 0, "sparsity": 0.0}
+    variants["onnx"] = {"file": "actor.onnx", "bytes": 0, "sparsity": 0.0}
     manifest = {"env": "Ant-v5", "obs_dim": in_dim, "act_dim": out_dim,
                 "source_checkpoint": os.path.abspath(run_dir), "variants": variants}
     with open(os.path.join(export, "manifest.json"), "w") as f:
@@ -256,10 +259,11 @@ def test_tflm_runtime_applies_manifest_quantization(export_dir, tmp_path):
                    f"--report={out}", *SHORT)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    man = json.load(open(f"{export_dir}/manifest.json"))["variants"]["micro_int8"]
-    assert r["runtime"] == "tflm" and r["name"] == "micro_int8"
-    assert r["quantization"]["input_scale"] == pytest.approx(man["input_scale"])
-    assert r["quantization"]["output_zero_point"] == man["output_zero_point"]
+    q = json.load(open(f"{export_dir}/manifest.json"))["variants"]["micro"]["quantization"]
+    assert q["input"]["dtype"] == "int8" == q["output"]["dtype"]
+    man = {f"{side}_{k}": q[side][k] for side in q for k in ("scale", "zero_point")}
+    assert r["runtime"] == "tflm" and r["name"] == "micro"
+    assert r["quantization"] == pytest.approx(man)
     # Reference: LiteRT runs the same int8 flatbuffer, quantizing by hand.
     from export.harness_runtime import parse_c_array
     it = litert.Interpreter(model_content=parse_c_array(f"{export_dir}/micro/actor_model.cc"))
@@ -353,7 +357,8 @@ def test_export_dir_side_by_side(export_dir, fp32_report, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(report.read_text())
     rows = out["variants"]
-    assert set(rows) == {"fp32", "int8", "micro_int8", "TensorFlow SavedModel", "JAX actor"}
+    assert set(rows) == {"fp32", "int8", "micro", "onnx", "TensorFlow SavedModel", "JAX actor"}
+    assert "not a TFLite model" in rows.pop("onnx")["skipped"]
     for name, row in rows.items():
         assert "error" not in row and "skipped" not in row, (name, row)
         assert row["seeds"] == [3, 4] and row["rss_mb_peak"] > 0, name
@@ -379,7 +384,8 @@ def test_export_dir_budget_failures_are_rows_and_exit_nonzero(export_dir, tmp_pa
                    "--nocomparison_rows", f"--report={report}", *SHORT)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     rows = json.loads(report.read_text())["variants"]
-    assert set(rows) == {"fp32", "int8", "micro_int8"}
+    assert set(rows) == {"fp32", "int8", "micro", "onnx"}
+    del rows["onnx"]
     for row in rows.values():
         assert "exceeds the memory budget 50 MB" in row["error"] and row["exit_code"] == 3
         assert row["rss_mb_peak"] > 50
