@@ -1,0 +1,225 @@
+"""experiments/train.py end to end, through subprocesses as a user runs it.
+
+One short PointMass PPO run (A), the same run stopped at a checkpoint and
+resumed (B), a diverging run, and every bad-input case; processes run
+concurrently (module-scoped) to keep the suite fast.
+"""
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrl_lite import agents, checkpoint, metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMON = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
+          "--num_minibatches=2", "--num_epochs=2", "--total_steps=1536",
+          "--log_every_steps=256", "--checkpoint_every_steps=512", "--eval_every_steps=512",
+          "--eval_envs=4", "--keep_checkpoints=2", "--policy_hidden=16,16",
+          "--value_hidden=16,16", "--noprogress", "--plot_every_s=1000"]
+TIMING = ("wall_s", "env_steps_per_s")
+LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl log lines
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
+    return env
+
+
+def train(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _snapshot(d):
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, d)] = hashlib.sha1(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    a, b = str(base / "a"), str(base / "b")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(train, *COMMON, f"--out_dir={a}")
+        fb = pool.submit(train, *COMMON, f"--out_dir={b}", "--stop_after_steps=700")
+        ra, rb1 = fa.result(), fb.result()
+    assert ra.returncode == 0, ra.stderr[-3000:]
+    assert rb1.returncode == 0, rb1.stderr[-3000:]
+    stopped = metrics.read(b)
+    rb2 = train(*COMMON, f"--out_dir={b}", "--resume")
+    assert rb2.returncode == 0, rb2.stderr[-3000:]
+    return {"base": base, "a": a, "b": b, "stopped_records": stopped}
+
+
+def test_run_writes_every_artifact(runs):
+    a = runs["a"]
+    assert sorted(os.listdir(checkpoint.checkpoint_dir(a))) == ["1024", "1536"]  # keep 2
+    with open(os.path.join(a, "learning_curve.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(a, "config.json")) as f:
+        cfg = json.load(f)
+    for key, value in (("algo", "ppo"), ("env", "PointMass-v0"), ("seed", 0),
+                       ("unroll_length", 8), ("policy_hidden", [16, 16]),
+                       ("learning_rate", 3e-4), ("keep_checkpoints", 2)):
+        assert cfg[key] == value, key
+    recs = metrics.read(a)
+    assert [r["step"] for r in recs] == list(range(256, 1537, 256))
+    for r in recs:
+        for key in ("step", "wall_s", "env_steps_per_s", "episode_return_mean"):
+            assert key in r
+        assert r["env_steps_per_s"] > 0
+    assert [r["step"] for r in recs if "eval/return_mean" in r] == [512, 1024, 1536]
+    assert recs[-1]["episode_return_mean"] < 0  # PointMass rewards are negative
+    runtime = [json.loads(x) for x in open(os.path.join(a, "runtime.jsonl"))]
+    assert len(runtime) == 1 and runtime[0]["jax"] and runtime[0]["devices"]
+    assert runtime[0]["matmul_precision"] == "highest"
+    bundle = checkpoint.load_policy(a)
+    assert (bundle.algo, bundle.spec.env, bundle.step) == ("ppo", "PointMass-v0", 1536)
+    assert bundle.spec.hidden_sizes == (16, 16)
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(runs):
+    a, b = runs["a"], runs["b"]
+    assert runs["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
+                          for r in recs]
+    ra, rb = metrics.read(a), metrics.read(b)
+    assert strip(ra) == strip(rb)
+    assert rb[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # wall time continues
+    import orbax.checkpoint as ocp
+    for step in ("1536",):
+        sa = ocp.StandardCheckpointer().restore(os.path.join(a, "checkpoints", step, "state"))
+        sb = ocp.StandardCheckpointer().restore(os.path.join(b, "checkpoints", step, "state"))
+        la, lb = (_leaves(sa), _leaves(sb))
+        assert la.keys() == lb.keys() and len(la) > 10
+        for k in la:
+            np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    assert len(open(os.path.join(b, "runtime.jsonl")).readlines()) == 2
+
+
+def _leaves(tree, prefix=""):
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_leaves(v, f"{prefix}/{k}"))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            out.update(_leaves(v, f"{prefix}/{i}"))
+    else:
+        out[prefix] = np.asarray(tree)
+    return out
+
+
+def _corrupt(run_dir):
+    newest = os.path.join(run_dir, "checkpoints", "1536", "state")
+    for root, _, files in os.walk(newest):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+
+
+def _bad_cases(base, a):
+    """(name, args, expected message regex, run dir to prepare or None)."""
+    def copy(name, prepare=None):
+        d = str(base / name)
+        shutil.copytree(a, d)
+        if prepare:
+            prepare(d)
+        return d
+
+    cases = [
+        ("algo", ["--algo=sac"], r"unknown --algo='sac'; valid algos: ppo, ac", None),
+        ("backend", ["--backend=cuda"], r"unknown --backend='cuda'.*mjx, mujoco", None),
+        ("env", ["--env=Nope-v0"], r"unknown --env='Nope-v0'", None),
+        ("num_envs", ["--num_envs=0"], r"num_envs must be a positive integer, got 0", None),
+        ("total_steps", ["--total_steps=-5"], r"total_steps must be a positive", None),
+        ("minibatches", ["--num_minibatches=3"], r"64 does not divide into num_minibatches=3",
+         None),
+        ("lr", ["--learning_rate=0"], r"learning_rate must be a positive number", None),
+        ("ckpt_keep", ["--keep_checkpoints=0"], r"--keep_checkpoints must be a positive",
+         None),
+        ("hidden", ["--policy_hidden=16,x"], r"--policy_hidden must be comma-separated", None),
+        ("unknown_flag", ["--no_such_flag=1"], r"no_such_flag", None),
+        ("resume_nothing", ["--resume"], r"no run to resume", None),
+        ("resume_no_ckpt", ["--resume"], r"no checkpoint in",
+         copy("no_ckpt", lambda d: shutil.rmtree(os.path.join(d, "checkpoints")))),
+        ("resume_corrupt", ["--resume"], r"corrupt", copy("corrupt", _corrupt)),
+        ("other_run", [], r"already holds a run \(config.json\)", copy("other")),
+        ("resume_diff", ["--resume", "--seed=1"], r"--seed=1 differs .*seed=0",
+         copy("diff")),
+    ]
+    ppo_only = set(f.name for f in agents.config_fields(agents.get("ppo").Config))
+    try:
+        ppo_only -= set(f.name for f in agents.config_fields(agents.get("ac").Config))
+        cases.append(("wrong_algo_flag", ["--algo=ac", "--unroll_length=4"] if
+                      "unroll_length" in ppo_only else ["--algo=ac", "--clip_eps=0.1"],
+                      r"does not apply to --algo=ac", None))
+    except ImportError:
+        pass
+    return cases
+
+
+@pytest.fixture(scope="module")
+def bad_results(runs):
+    base, a = runs["base"], runs["a"]
+    cases = _bad_cases(base, a)
+    jobs = {}
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        for name, args, pattern, run_dir in cases:
+            out = run_dir or str(base / f"bad_{name}")
+            before = _snapshot(out) if run_dir else None
+            jobs[name] = (pool.submit(train, *COMMON, f"--out_dir={out}", *args, timeout=120),
+                          pattern, out, before)
+        return {k: (f.result(), p, o, s) for k, (f, p, o, s) in jobs.items()}
+
+
+BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
+       "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
+       "other_run", "resume_diff", "wrong_algo_flag"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_input_is_one_line_error_and_touches_nothing(bad_results, name):
+    if name not in bad_results:
+        pytest.skip("the ac agent is not importable yet")
+    proc, pattern, out, before = bad_results[name]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not LOG_LINE.match(ln)]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("train: error: ") and re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in proc.stderr
+    if before is None:
+        assert not os.path.exists(out)  # nothing created for rejected input
+    else:
+        assert _snapshot(out) == before  # nothing overwritten or lost
+
+
+def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
+    out = str(runs["base"] / "nan")
+    proc = train(*COMMON, f"--out_dir={out}", "--learning_rate=10",
+                 "--checkpoint_every_steps=64", "--log_every_steps=64")
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if not LOG_LINE.match(ln)]
+    assert len(lines) == 1 and "training diverged at env step" in lines[0], lines
+    m = re.search(r"Last good checkpoint: (\S+)", lines[0])
+    assert m and os.path.isdir(m.group(1))
+    bundle = checkpoint.load_policy(out)
+    for leaf in _leaves(bundle.actor_params).values():
+        assert np.all(np.isfinite(leaf))
+    diverged_at = int(re.search(r"env step (\d+)", lines[0]).group(1))
+    assert bundle.step < diverged_at
