@@ -13,6 +13,7 @@ largest term (float32 ulp is 2**-23 relative), i.e. 5e-7 * (1 + sum|terms|).
 from __future__ import annotations
 
 import logging
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -196,11 +197,14 @@ def small_env():
                      healthy_z_range=(0.45, 0.85))
 
 
-def test_same_key_same_trajectory_any_thread_count(small_env):
+def test_same_key_same_trajectory_any_thread_count_or_host_step(small_env):
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert small_env.host_step == "c"  # the fast path is the default
     a = _rollout(small_env, jax.random.PRNGKey(7))
     b = _rollout(small_env, jax.random.PRNGKey(7))
+    # The Python thread pool, on one thread, must give the very same trajectory.
     one = envs.make("Ant-v5", backend="mujoco", num_envs=6, max_episode_steps=15,
-                    healthy_z_range=(0.45, 0.85), num_threads=1)
+                    healthy_z_range=(0.45, 0.85), num_threads=1, host_step="python")
     c = _rollout(one, jax.random.PRNGKey(7))
     for x, y, z in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
                        jax.tree_util.tree_leaves(c)):
@@ -280,6 +284,9 @@ def test_bad_input_one_line_errors(small_env):
         with pytest.raises(ValueError) as e:
             envs.make("Ant-v5", backend="mujoco", num_envs=bad)
         assert "num_envs" in one_line(e)
+    with pytest.raises(ValueError) as e:
+        envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="gpu")
+    assert "host_step" in one_line(e)
     with pytest.raises(ValueError) as e:
         small_env.reset_to(np.zeros((6, 14)), np.zeros((6, 14)))
     assert "(6, 15)" in one_line(e)

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxrl_lite.envs import ant
 from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.envs.native_cstep import CBatchStepper, load_library
 from jaxrl_lite.envs.native_physics import BatchStepper, join_f64, split_f64
 
 _logged_gpu = False
@@ -47,20 +48,30 @@ class NativeAnt(Env):
     """Batched gymnasium ``Ant-v5`` on native MuJoCo.
 
     num_envs: N parallel envs. num_threads: host threads stepping them
-    (default: the CPU cores this process may use). Other keywords: gymnasium
-    Ant-v5's (see :class:`jaxrl_lite.envs.ant.AntConfig`).
+    (default: the CPU cores this process may use). host_step: "auto" (the C
+    step on MuJoCo's batch thread pool, compiled once with the system C
+    compiler; the Python pool if that is impossible), "c" or "python" (a
+    persistent Python thread pool: same results, a Python hand-off per env).
+    Other keywords: gymnasium Ant-v5's (see :class:`jaxrl_lite.envs.ant.AntConfig`).
     """
 
+    HOST_STEPS = ("auto", "c", "python")
+
     def __init__(self, num_envs: int = 1, auto_reset: bool = True,
-                 num_threads: int | None = None, **ant_kwargs):
+                 num_threads: int | None = None, host_step: str = "auto", **ant_kwargs):
+        if host_step not in self.HOST_STEPS:
+            raise ValueError(f"host_step must be one of {', '.join(self.HOST_STEPS)}, "
+                             f"got {host_step!r}")
         config = ant.AntConfig.from_kwargs(**ant_kwargs)
         super().__init__(num_envs, auto_reset, config.max_episode_steps)
         self.config = config
         self.model = ant.load_model(config)
         self._main_body = ant.main_body_id(self.model, config)
         self._dt = ant.dt(self.model, config)
-        self._stepper = BatchStepper(self.model, config.frame_skip, self._main_body,
-                                     num_threads)
+        use_c = host_step == "c" or (host_step == "auto" and load_library() is not None)
+        stepper = CBatchStepper if use_c else BatchStepper
+        self._stepper = stepper(self.model, config.frame_skip, self._main_body, num_threads)
+        self.host_step = "c" if use_c else "python"
         self.num_threads = self._stepper.num_threads
         # gymnasium's init_qpos / init_qvel: the model's qpos0 and zeros.
         self._init_qpos = np.asarray(self.model.qpos0, np.float32)
