@@ -173,20 +173,26 @@ def test_whole_episode_matches_gymnasium(episode):
     assert np.abs(episode["qpos"][-1, :2] - episode["q0"][:2]).max() > 0.1
 
 
+_ROLLOUTS = {}
+
+
 def _rollout(env, key, steps=40):
-    def body(carry, _):
-        s, k = carry
-        k, sub = jax.random.split(k)
-        a = jax.random.uniform(sub, (env.num_envs, env.action_size), minval=-1, maxval=1)
-        s = env.step(s, a)
-        return (s, k), (s.obs, s.reward, s.info["terminated"], s.info["truncated"])
+    """reset(key) then `steps` random-action steps in one jit+scan (compiled
+    once per env); -> numpy ((final state, key), (obs, reward, terminated, truncated))."""
+    if (id(env), steps) not in _ROLLOUTS:
+        def body(carry, _):
+            s, k = carry
+            k, sub = jax.random.split(k)
+            a = jax.random.uniform(sub, (env.num_envs, env.action_size), minval=-1, maxval=1)
+            s = env.step(s, a)
+            return (s, k), (s.obs, s.reward, s.info["terminated"], s.info["truncated"])
 
-    @jax.jit
-    def run(key):
-        s = env.reset(key)
-        return jax.lax.scan(body, (s, jax.random.fold_in(key, 1)), None, length=steps)
+        def run(key):
+            s = env.reset(key)
+            return jax.lax.scan(body, (s, jax.random.fold_in(key, 1)), None, length=steps)
 
-    return jax.tree_util.tree_map(np.asarray, run(key))
+        _ROLLOUTS[(id(env), steps)] = (env, jax.jit(run))
+    return jax.tree_util.tree_map(np.asarray, _ROLLOUTS[(id(env), steps)][1](key))
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +201,11 @@ def small_env():
     # terminations happen within a short scan.
     return envs.make("Ant-v5", backend="mujoco", num_envs=6, max_episode_steps=15,
                      healthy_z_range=(0.45, 0.85))
+
+
+@pytest.fixture(scope="module")
+def small_step(small_env):
+    return jax.jit(small_env.step)
 
 
 def test_same_key_same_trajectory_any_thread_count_or_host_step(small_env):
@@ -214,9 +225,9 @@ def test_same_key_same_trajectory_any_thread_count_or_host_step(small_env):
     assert not np.array_equal(a[1][0], d[1][0])
 
 
-def test_stepping_the_same_state_twice_is_pure(small_env):
+def test_stepping_the_same_state_twice_is_pure(small_env, small_step):
     s = small_env.reset(jax.random.PRNGKey(0))
-    step = jax.jit(small_env.step)
+    step = small_step
     a = jnp.full((6, 8), 0.3)
     s1 = step(s, a)
     s2 = step(s, a)
@@ -228,7 +239,7 @@ def test_stepping_the_same_state_twice_is_pure(small_env):
 
 
 def test_auto_reset_inside_scan(small_env):
-    (s, _), (obs, reward, term, trunc) = _rollout(small_env, jax.random.PRNGKey(3), steps=40)
+    (s, _), (obs, reward, term, trunc) = _rollout(small_env, jax.random.PRNGKey(3))
     assert obs.shape == (40, 6, 105) and np.isfinite(obs).all() and np.isfinite(reward).all()
     assert term.sum() > 0 and trunc.sum() > 0, "expected terminations and truncations"
     done = np.maximum(term, trunc)
