@@ -7,8 +7,9 @@ One model, measured in this process:
 
 Every variant of an export directory, side by side, each in its own process
 (so memory figures do not mix), plus TensorFlow SavedModel and JAX comparison
-rows where those packages are installed; writes JSON, a Markdown table and a
-PNG chart (``--report`` stem + .json/.md/.png, default EXPORT/evaluation.*):
+rows where those packages are installed; writes JSON (all variants, and one
+file per variant in STEM_variants/), a Markdown table and a PNG chart
+(``--report`` stem + .json/.md/.png, default EXPORT/evaluation.*):
   python -m export.evaluate --export_dir=EXPORT --episodes=5 --seed=0 --threads=1
 
 Imports only numpy, gymnasium, mujoco, ai_edge_litert, psutil and absl
@@ -129,7 +130,7 @@ def evaluate_model(constraints: dict) -> dict:
             return pol
     else:
         def import_runtime():
-            from ai_edge_litert import interpreter  # noqa: F401
+            harness_runtime.import_litert()
 
         def load():
             return harness_runtime.LiteRTPolicy(data, constraints["threads"], name)
@@ -281,12 +282,15 @@ def run_export_dir(constraints: dict) -> int:
            "max_episode_steps": flags.FLAGS.max_episode_steps,
            "variants": {r["name"]: r for r in rows}, "table_markdown": table}
     hc.write_json(stem + ".json", out)
+    for r in rows:  # one JSON per variant too
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in r["name"])
+        hc.write_json(os.path.join(stem + "_variants", safe + ".json"), r)
     with open(stem + ".md", "w") as fh:
         fh.write(table)
     chart = harness_report.write_chart(rows, stem + ".png")
     print("\n" + table, flush=True)
-    print(f"[evaluate] wrote {stem}.json, {stem}.md" + (f", {chart}" if chart else
-                                                       " (no chart: matplotlib missing)"))
+    print(f"[evaluate] wrote {stem}.json, {stem}.md, {stem}_variants/*.json"
+          + (f", {chart}" if chart else " (no chart: matplotlib is not installed)"))
     if _VIDEO.value and video_model:
         record_video(video_model, "litert")
     failed = [r["name"] for r in rows if "error" in r and r["runtime"] in ("litert", "tflm")]

@@ -58,13 +58,24 @@ def _dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def import_litert():
+    """The LiteRT interpreter module, or a one-line error saying how to install it."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        raise HarnessError("LiteRT is not installed: pip install ai-edge-litert (wheels for "
+                           "x86-64, aarch64 / 64-bit Raspberry Pi OS; none for 32-bit ARM)") \
+            from None
+    return interpreter
+
+
 class LiteRTPolicy:
     """A ``.tflite`` model run by the LiteRT interpreter on the CPU."""
 
     runtime = "litert"
 
     def __init__(self, model_bytes: bytes, threads: int, name: str = "model"):
-        from ai_edge_litert import interpreter as litert
+        litert = import_litert()
 
         try:
             self._interp = litert.Interpreter(model_content=model_bytes, num_threads=threads)

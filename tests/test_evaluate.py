@@ -373,6 +373,8 @@ def test_export_dir_side_by_side(export_dir, fp32_report, tmp_path):
     assert rows["TensorFlow SavedModel"]["rss_mb_peak"] > 2 * rows["int8"]["rss_mb_peak"]
     table = (tmp_path / "evaluation.md").read_text()
     assert table == out["table_markdown"]
+    per_variant = json.loads((tmp_path / "evaluation_variants" / "int8.json").read_text())
+    assert per_variant == rows["int8"]
     for name in rows:
         assert f"| {name} |" in table
     assert (tmp_path / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
