@@ -171,6 +171,9 @@ def apply_constraints(flag_values) -> dict:
     else:
         cpus = have
     if cpus != have:
+        if not hasattr(psutil.Process, "cpu_affinity"):
+            raise HarnessError(f"--cpus/--profile need CPU affinity, which this OS "
+                               f"({platform.system()}) does not offer")
         psutil.Process().cpu_affinity(cpus)
     threads = flag_values.threads
     if profile is not None and not flags.FLAGS["threads"].present:

@@ -455,3 +455,24 @@ def test_video_without_backend_fails_before_measuring(case, export_dir, tmp_path
                    f"--report={tmp_path}/r.json", *SHORT, env=env)
     assert_one_line_error(proc, "no OpenGL backend" if case == "osmesa" else "ffmpeg")
     assert not (tmp_path / "r.json").exists() and not video.exists()
+
+
+def test_end_to_end_with_the_real_exporter(export_dir, tmp_path):
+    """export.convert on the fixture's checkpoint, then the harness on its output."""
+    import importlib.util
+    if importlib.util.find_spec("export.convert") is None:
+        pytest.skip("export/convert.py is not in this checkout")
+    run_dir = json.load(open(f"{export_dir}/manifest.json"))["source_checkpoint"]
+    out = tmp_path / "export"
+    proc = run_cli(f"--run_dir={run_dir}", f"--out_dir={out}", "--variants=fp32,int8,micro",
+                   "--num_calibration=200", "--num_heldout=100", module="export.convert",
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli(f"--export_dir={out}", "--nocomparison_rows", "--threads=1", *SHORT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((out / "evaluation.json").read_text())["variants"]
+    assert set(rows) == {"fp32", "int8", "micro"}  # saved_model is the TF comparison row
+    for name, row in rows.items():
+        assert "error" not in row and row["steps_total"] > 0, (name, row)
+    assert rows["micro"]["runtime"] == "tflm"
+    assert rows["int8"]["rss_mb_peak"] <= 100.0
