@@ -45,7 +45,8 @@ CONFIG_FILE = "config.json"
 RUNTIME_FILE = "runtime.jsonl"
 # Flags that may differ between a run and its --resume (they do not change
 # what is computed).
-RESUME_FREE = ("resume", "progress", "stop_after_steps", "out_dir", "plot_every_s")
+RESUME_FREE = ("resume", "progress", "stop_after_steps", "out_dir", "plot_every_s",
+               "max_wall_s")
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
@@ -76,6 +77,9 @@ _EVAL_ENVS = flags.DEFINE_integer("eval_envs", 8, "Episodes per evaluation (one 
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", 0, "Stop early (with a checkpoint) at the first checkpoint boundary at "
     "or after this many env steps; 0 = train to total_steps. Resume later with --resume.")
+_MAX_WALL = flags.DEFINE_float(
+    "max_wall_s", 0.0, "Wall-time budget in seconds (0 = none): at the first log record past "
+    "it, evaluate, checkpoint and stop (resumable; the schedule still spans total_steps).")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a rich progress bar (on a terminal).")
 _PLOT_EVERY = flags.DEFINE_float("plot_every_s", 20.0, "Seconds between learning-curve redraws.")
 
@@ -150,6 +154,7 @@ class RunConfig:
     eval_every_steps: int
     eval_envs: int
     stop_after_steps: int
+    max_wall_s: float
     progress: bool
     plot_every_s: float
     agent_config: typing.Any = None
@@ -193,6 +198,8 @@ def run_config_from_flags() -> RunConfig:
         if flag.value is None or flag.value < minimum:
             what = "positive" if minimum == 1 else "non-negative"
             raise UsageError(f"--{flag.name} must be a {what} integer, got {flag.value}")
+    if not (_MAX_WALL.value >= 0):
+        raise UsageError(f"--max_wall_s must be >= 0, got {_MAX_WALL.value}")
     if not (_PLOT_EVERY.value >= 0):
         raise UsageError(f"--plot_every_s must be >= 0, got {_PLOT_EVERY.value}")
 
@@ -221,7 +228,7 @@ def run_config_from_flags() -> RunConfig:
         checkpoint_every_steps=_CKPT_EVERY.value, keep_checkpoints=_KEEP.value,
         log_every_steps=_LOG_EVERY.value, eval_every_steps=_EVAL_EVERY.value,
         eval_envs=_EVAL_ENVS.value, stop_after_steps=_STOP_AFTER.value,
-        progress=_PROGRESS.value, plot_every_s=_PLOT_EVERY.value, agent_config=config)
+        max_wall_s=_MAX_WALL.value, progress=_PROGRESS.value, plot_every_s=_PLOT_EVERY.value, agent_config=config)
 
 
 def check_out_dir(rc: RunConfig) -> None:
@@ -431,6 +438,10 @@ def run(rc: RunConfig) -> dict:
             if not (is_ckpt or is_eval or it % log_it == 0 or it == stop_it):
                 train_time += time.perf_counter() - t_it
                 continue
+            out_of_time = bool(rc.max_wall_s) and (
+                wall_offset + time.perf_counter() - t_run >= rc.max_wall_s)
+            if out_of_time:
+                is_ckpt = is_eval = True
             host = [_host_scalars(x) for x in jax.device_get(pending)]
             ok = bool(policy_finite(state))
             train_time += time.perf_counter() - t_it
@@ -469,8 +480,14 @@ def run(rc: RunConfig) -> dict:
             bar.update(record["step"], record["env_steps_per_s"], ret)
             if is_ckpt:
                 save(it, state, record["wall_s"])
-        if stop_it < total_iters:
-            exit_reason = "stopped"
+            if out_of_time and it < stop_it:
+                logging.info("wall-time budget of %.0f s reached at env step %d",
+                             rc.max_wall_s, record["step"])
+                exit_reason = "time budget"
+                break
+        else:
+            if stop_it < total_iters:
+                exit_reason = "stopped"
     finally:
         bar.close()
         if writer.records:

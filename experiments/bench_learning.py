@@ -1,0 +1,124 @@
+"""Learning benchmark: train with a preset through the launcher's own code path,
+then evaluate the deterministic policy in gymnasium's OWN ``Ant-v5``.
+
+    python -m experiments.bench_learning --flagfile=experiments/configs/ppo_cpu.flags \
+        --out_dir=runs/bench-ppo-cpu [--max_wall_s=1800] [--episodes=10] [--report=F.json]
+
+Every ``experiments.train`` flag applies (``--algo=ppo|ac``, presets via
+``--flagfile``). After training, the newest checkpoint is loaded the way the
+exporter loads it (``checkpoint.load_policy``) and ``policy.deterministic_action``
+drives ``gymnasium.make("Ant-v5")`` (native MuJoCo, float64, the real thing) for
+``--episodes`` episodes seeded ``gym_seed .. gym_seed+episodes-1``. The JSON
+report (default ``<out_dir>/bench_learning.json``) holds: return mean/std and
+per-episode returns/lengths, env steps, training wall time, env steps/s
+including learning, compile time, the device and the curve's path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from experiments import train  # defines every training flag (shared FLAGS)
+
+_EPISODES = flags.DEFINE_integer("episodes", 10, "gymnasium evaluation episodes.")
+_GYM_SEED = flags.DEFINE_integer("gym_seed", 1000, "Seed of the first evaluation episode.")
+_REPORT = flags.DEFINE_string("report", None, "JSON report path "
+                              "(default <out_dir>/bench_learning.json).")
+_SKIP_TRAIN = flags.DEFINE_boolean("eval_only", False, "Skip training: evaluate the newest "
+                                   "checkpoint already in --out_dir.")
+
+
+def gym_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "Ant-v5") -> dict:
+    """Deterministic policy of the newest checkpoint in gymnasium's own env."""
+    import gymnasium as gym
+    import jax
+    import numpy as np
+
+    from jaxrl_lite import checkpoint, policy
+
+    bundle = checkpoint.load_policy(run_dir)
+    act = jax.jit(lambda obs: policy.deterministic_action(
+        bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])
+    env = gym.make(env_id)
+    returns, lengths = [], []
+    t0 = time.perf_counter()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            action = np.asarray(act(np.asarray(obs, np.float32)), np.float64)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+        logging.info("gymnasium %s episode %d: return %.1f, length %d", env_id, ep, total,
+                     steps)
+    env.close()
+    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+            "returns": returns, "episode_lengths": lengths,
+            "checkpoint": bundle.source, "checkpoint_env_steps": bundle.step,
+            "gym_eval_s": time.perf_counter() - t0}
+
+
+def main(argv):
+    if len(argv) > 1:
+        train._fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
+    t_start = time.perf_counter()
+    try:
+        rc = train.run_config_from_flags()
+        if rc.env != "Ant-v5":
+            raise train.UsageError(f"bench_learning evaluates in gymnasium's Ant-v5; "
+                                   f"got --env={rc.env}")
+        if _EPISODES.value < 1:
+            raise train.UsageError(f"--episodes must be positive, got {_EPISODES.value}")
+        if not _SKIP_TRAIN.value:
+            train.check_out_dir(rc)
+    except ValueError as e:
+        train._fail(str(e))
+    report = {"algo": rc.algo, "env": rc.env, "backend": rc.backend, "seed": rc.seed,
+              "out_dir": rc.out_dir, "argv": sys.argv}
+    if not _SKIP_TRAIN.value:
+        from jaxrl_lite.checkpoint import CheckpointError
+        try:
+            summary = train.run(rc)
+        except CheckpointError as e:
+            train._fail(f"--resume: {e}")
+        except train.Diverged as e:
+            train._fail(str(e), train.EXIT_DIVERGED)
+        last = summary["last"]
+        report.update({
+            "exit": summary["exit"],
+            "env_steps": summary["env_steps"],
+            "train_wall_s": summary["wall_s"],
+            "env_steps_per_s": summary["env_steps"] / max(summary["wall_s"], 1e-9),
+            "env_steps_per_s_last_log": last.get("env_steps_per_s"),
+            "compile_s": summary["compile_s"],
+            "setup_s": summary["setup_s"],
+            "process_wall_s_to_trained": time.perf_counter() - t_start,
+            "train_episode_return_mean_last": last.get("episode_return_mean"),
+            "eval_return_mean_last": last.get("eval/return_mean"),
+        })
+    import jax
+    report["device"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
+    report["cpu_count"] = os.cpu_count()
+    report["gymnasium"] = gym_evaluate(rc.out_dir, _EPISODES.value, _GYM_SEED.value)
+    report["return_mean"] = report["gymnasium"]["return_mean"]
+    report["return_std"] = report["gymnasium"]["return_std"]
+    report["learning_curve"] = os.path.join(rc.out_dir, "learning_curve.png")
+    path = _REPORT.value or os.path.join(rc.out_dir, "bench_learning.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps({k: report.get(k) for k in (
+        "algo", "return_mean", "return_std", "env_steps", "train_wall_s", "env_steps_per_s",
+        "compile_s")}))
+    logging.info("report written to %s", path)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=train.parse_flags)
