@@ -1,0 +1,113 @@
+"""One process of a data-parallel training run (used by tests/test_distributed.py).
+
+    python tests/distributed_worker.py --coordinator_address=127.0.0.1:PORT \
+        --num_processes=2 --process_id=I --out_dir=DIR [--algo=ppo] [--num_envs=8] \
+        [--iterations=3] [--resume]
+
+Trains ``--algo`` on PointMass-v0 with jaxrl_lite.distributed over every
+device of every process, saves one checkpoint (all processes take part; orbax
+writes each process's shards), and process 0 alone writes ``result.json``
+(per-iteration losses). With ``--resume`` it first restores the newest
+checkpoint of ``out_dir`` (sharded) and trains ``--iterations`` more.
+Errors are one line on stderr, exit status 2. Set ``XLA_FLAGS`` for several
+CPU devices per process. This is also the reference for wiring the module
+into experiments/train.py.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("coordinator_address", "127.0.0.1:12355", "host:port of process 0")
+flags.DEFINE_integer("num_processes", 1, "processes in the run")
+flags.DEFINE_integer("process_id", 0, "this process's index")
+flags.DEFINE_float("timeout_s", 30.0, "seconds to wait for the coordinator")
+flags.DEFINE_string("out_dir", None, "run directory (shared by all processes)")
+flags.DEFINE_string("algo", "ppo", "ppo | ac")
+flags.DEFINE_integer("num_envs", 8, "GLOBAL env batch (all processes)")
+flags.DEFINE_integer("num_devices", 0, "devices in the mesh (0 = all)")
+flags.DEFINE_integer("iterations", 3, "train iterations")
+flags.DEFINE_integer("seed", 0, "seed")
+flags.DEFINE_boolean("resume", False, "restore the newest checkpoint first")
+FLAGS = flags.FLAGS
+
+
+def small_config(agent, algo: str, num_envs: int):
+    if algo == "ppo":
+        return agent.Config(num_envs=num_envs, unroll_length=8, num_minibatches=4,
+                            num_epochs=2, total_steps=100_000, policy_hidden=(16, 16),
+                            value_hidden=(16, 16))
+    return agent.Config(num_envs=num_envs, steps_per_iteration=4, buffer_size=256,
+                        batch_size=32, hidden=(16, 16), warmup_steps=32, total_steps=100_000)
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from jaxrl_lite import distributed as dist
+
+    try:
+        dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                        timeout_s=FLAGS.timeout_s)
+        settings = {k: FLAGS[k].value for k in ("num_processes", "out_dir", "algo", "num_envs",
+                                                 "num_devices", "iterations", "seed",
+                                                 "resume")}
+        dist.check_consistent(settings, timeout_s=FLAGS.timeout_s)
+        from jaxrl_lite import agents, checkpoint, envs
+        agent = agents.get(FLAGS.algo)
+        config = small_config(agent, FLAGS.algo, FLAGS.num_envs)
+        config.validate()
+        mesh = dist.make_mesh(FLAGS.num_devices or None, num_envs=config.num_envs)
+    except (ValueError, dist.DistributedError) as e:
+        sys.stderr.write(f"distributed_worker: error: {e}\n")
+        sys.exit(2)
+
+    env = envs.make("PointMass-v0", num_envs=config.num_envs, auto_reset=True)
+    key = jax.random.PRNGKey(FLAGS.seed)
+    state, shardings = dist.sharded_init(lambda: agent.init(config, env, key), mesh,
+                                         config.num_envs)
+    ckpt = checkpoint.Checkpointer(FLAGS.out_dir, max_to_keep=2)
+    start = 0
+    if FLAGS.resume:
+        template = dist.abstract_state(jax.eval_shape(lambda: state), shardings)
+        state, meta = ckpt.restore(template)
+        start = int(meta["iteration"])
+    step = dist.data_parallel(agent.make_train_iteration(config, env), shardings, donate=True)
+    losses = []
+    for _ in range(FLAGS.iterations):
+        state, metrics = step(state)
+        host = dist.to_host(metrics)
+        losses.append({k: float(v) for k, v in host.items() if k.startswith("loss/")})
+    it = start + FLAGS.iterations
+    spec, actor, norm = agent.policy_parts(config, state)
+    # numpy (written once, by process 0) so that export's single-process
+    # load_policy can read it; the sharded state keeps its layout for resume.
+    actor, norm = dist.to_host((actor, norm))
+    spec = dataclasses.replace(spec, env="PointMass-v0")
+    steps = it * agent.env_steps_per_iteration(config)
+    ckpt.save(steps, state, spec, actor, norm, agent.NAME, extra_meta={"iteration": it})
+    ckpt.close()
+    if dist.is_primary():
+        obs = state.env_state.obs
+        rows = {}  # process -> env rows it holds (and steps)
+        for d, idx in obs.sharding.devices_indices_map(obs.shape).items():
+            rows.setdefault(str(d.process_index), []).append(
+                [idx[0].start or 0, idx[0].stop or obs.shape[0]])
+        result = {"losses": losses, "iteration": it, "env_steps": steps,
+                  "mesh": dist.describe(mesh), "env_rows": rows,
+                  "norm_count": float(dist.to_host(state.norm.count))}
+        with open(os.path.join(FLAGS.out_dir, f"result_{it}.json"), "w") as f:
+            json.dump(result, f)
+
+if __name__ == "__main__":
+    app.run(main)
