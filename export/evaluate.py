@@ -38,7 +38,7 @@ hc.define_model_flags()
 _MODEL, _RUNTIME = flags.FLAGS["model"], flags.FLAGS["runtime"]
 _MANIFEST, _VIDEO, _NAME = flags.FLAGS["manifest"], flags.FLAGS["video"], flags.FLAGS["name"]
 _COMPARISON = flags.DEFINE_bool("comparison_rows", True, "With --export_dir, add the "
-                                     "TensorFlow SavedModel and JAX actor rows.")
+                                "TensorFlow SavedModel and JAX actor rows.")
 
 MANIFEST = "manifest.json"
 
@@ -97,7 +97,9 @@ def _manifest_entry_for(model_path: str) -> tuple[dict | None, dict | None]:
             raise HarnessError(f"{cand} is not valid JSON ({e})") from None
         base = os.path.dirname(os.path.abspath(cand))
         for name, entry in (manifest.get("variants") or {}).items():
-            if os.path.abspath(os.path.join(base, str(entry.get("file", "")))) == model_abs:
+            files = [entry.get("file"), entry.get("header")]
+            if any(f and os.path.abspath(os.path.join(base, str(f))) == model_abs
+                   for f in files):
                 return manifest, dict(entry, name=name)
         return manifest, None
     return None, None

@@ -154,6 +154,9 @@ def apply_constraints(flag_values) -> dict:
     """
     import psutil
 
+    for name, low in (("episodes", 1), ("max_episode_steps", 1), ("warmup", 0)):
+        if getattr(flag_values, name) < low:
+            raise HarnessError(f"--{name} must be >= {low}, got {getattr(flag_values, name)}")
     notes = []
     have = available_cpus()
     profile = PROFILES[flag_values.profile] if flag_values.profile else None

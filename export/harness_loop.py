@@ -180,9 +180,13 @@ def measure(name: str, runtime: str, import_runtime: Callable[[], object],
     """
     from export.harness_runtime import check_shapes
 
+    from export.harness_common import HarnessError
     if episodes < 1:
-        from export.harness_common import HarnessError
         raise HarnessError(f"--episodes must be >= 1, got {episodes}")
+    if max_episode_steps < 1:
+        raise HarnessError(f"--max_episode_steps must be >= 1, got {max_episode_steps}")
+    if warmup < 0:
+        raise HarnessError(f"--warmup must be >= 0, got {warmup}")
     budget = constraints["memory_budget_mb"]
     rss_start = rss_mb()
     env = make_env(max_episode_steps)
