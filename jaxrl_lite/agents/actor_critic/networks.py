@@ -1,0 +1,44 @@
+"""Networks of the deterministic actor-critic (DDPG / TD3).
+
+Actor: exactly the deployable policy of :mod:`jaxrl_lite.policy`,
+    action = tanh(actor_torso(spec)(normalize(obs)))      [..., act_dim] in [-1, 1]
+so the exporter needs nothing specific to this algorithm.
+
+Critics: K independent Q-networks (K=2 for TD3's clipped double-Q, K=1 for
+DDPG), each an MLP on concat(normalize(obs), action) -> scalar. Their params
+are stacked along a leading axis of size K and applied with ``jax.vmap``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_lite import normalizer
+from jaxrl_lite.policy import MLP, PolicySpec, actor_torso
+
+
+def actor_action(spec: PolicySpec, actor_params, norm: normalizer.NormalizerState,
+                 obs: jax.Array) -> jax.Array:
+    """obs [..., obs_dim] (raw) -> deterministic action [..., act_dim] in [-1, 1]."""
+    return jnp.tanh(actor_torso(spec).apply(actor_params, normalizer.normalize(norm, obs)))
+
+
+def critic_module(hidden_sizes: Sequence[int], activation: str, layer_norm: bool) -> MLP:
+    return MLP(hidden_sizes=tuple(hidden_sizes), out_size=1, activation=activation,
+               layer_norm=layer_norm, out_scale=1.0)
+
+
+def init_critics(module: MLP, key: jax.Array, num_critics: int, obs_dim: int, act_dim: int):
+    """-> params pytree stacked over a leading axis of size ``num_critics``."""
+    dummy = jnp.zeros((1, obs_dim + act_dim), jnp.float32)
+    keys = jax.random.split(key, num_critics)
+    return jax.vmap(lambda k: module.init(k, dummy))(keys)
+
+
+def critic_values(module: MLP, critic_params, norm: normalizer.NormalizerState,
+                  obs: jax.Array, action: jax.Array) -> jax.Array:
+    """obs [B, obs_dim] (raw), action [B, act_dim] -> Q values [K, B] of the K critics."""
+    x = jnp.concatenate([normalizer.normalize(norm, obs), action], axis=-1)
+    return jax.vmap(lambda p: module.apply(p, x)[..., 0])(critic_params)
