@@ -82,6 +82,7 @@ def plot_curve(records: list[dict], path: str, title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     series = [("episode_return_mean", "train episodes", "-"),
@@ -95,6 +96,8 @@ def plot_curve(records: list[dict], path: str, title: str = "") -> None:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, label=label, markersize=3)
         ax.set_xlabel(xlabel)
+        if xkey == "step":
+            ax.xaxis.set_major_formatter(EngFormatter())
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -223,3 +223,21 @@ def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
         assert np.all(np.isfinite(leaf))
     diverged_at = int(re.search(r"env step (\d+)", lines[0]).group(1))
     assert bundle.step < diverged_at
+
+
+def test_metrics_writer_truncates_records_after_the_resumed_checkpoint(tmp_path):
+    w = metrics.MetricsWriter(str(tmp_path), plot_every_s=1e9)
+    for step in (100, 200, 300):
+        w.write({"step": step, "wall_s": step / 10, "env_steps_per_s": 1.0,
+                 "episode_return_mean": float("nan")})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 400, "wal')  # a record torn by a kill
+    w2 = metrics.MetricsWriter(str(tmp_path))
+    assert [r["step"] for r in w2.records] == [100, 200, 300]
+    assert w2.records[0]["episode_return_mean"] is None  # NaN is written as null
+    w2.truncate_after(200)
+    assert [r["step"] for r in metrics.read(str(tmp_path))] == [100, 200]
+    w2.write({"step": 300, "wall_s": 1.0, "env_steps_per_s": 1.0,
+              "episode_return_mean": -3.0}, force_plot=True)
+    assert [r["step"] for r in metrics.read(str(tmp_path))] == [100, 200, 300]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
