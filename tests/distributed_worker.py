@@ -56,6 +56,10 @@ def main(argv):
 
     from jaxrl_lite import distributed as dist
 
+    cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
         dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)
