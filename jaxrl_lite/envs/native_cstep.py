@@ -36,14 +36,14 @@ _SOURCE = r"""
 #include <mujoco/mjbatch.h>
 
 typedef struct {
-  int frame_skip, body;
+  int frame_skip, body, n;
+  int next;  /* next env to step: threads take envs one at a time */
   const double *qpos, *qvel, *warm, *ctrl, *xy_before;
   const unsigned char *fresh;
   double *out_qpos, *out_qvel, *out_warm, *out_xy, *out_dxy, *out_cfrc;
 } nb_job;
 
-static void nb_one(const mjModel* m, mjData* d, int i, void* arg) {
-  const nb_job* j = (const nb_job*)arg;
+static void nb_env(const mjModel* m, mjData* d, int i, const nb_job* j) {
   int nq = m->nq, nv = m->nv, nu = m->nu, b = j->body;
   double before[2];
   d->time = 0;
@@ -68,6 +68,19 @@ static void nb_one(const mjModel* m, mjData* d, int i, void* arg) {
   memcpy(j->out_cfrc + (size_t)i*6*m->nbody, d->cfrc_ext, sizeof(double)*6*m->nbody);
 }
 
+/* One "simulation" per thread of the batch; each steps envs taken from a shared
+   counter until none is left, so a thread the OS delays does not hold up the
+   batch (dynamic balancing, as mujoco.rollout's small chunks). */
+static void nb_worker(const mjModel* m, mjData* d, int sim, void* arg) {
+  nb_job* j = (nb_job*)arg;
+  (void)sim;
+  for (;;) {
+    int i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (i >= j->n) break;
+    nb_env(m, d, i, j);
+  }
+}
+
 void* nb_make(const mjModel* m, int nsim, int nthread, char* err, int err_sz) {
   mjBatchConfig cfg;
   mjb_defaultConfig(&cfg);
@@ -79,11 +92,12 @@ void nb_free(void* b) { mjb_deleteBatch((mjBatch*)b); }
 
 int nb_nthread(void* b) { return mjb_nthread((mjBatch*)b); }
 
-/* Step all simulations; return the first failed simulation's id, or -1. */
+/* Step job->n envs on the batch's threads; return a failed worker's id, or -1. */
 int nb_step(void* b, nb_job* job) {
   mjBatch* batch = (mjBatch*)b;
   int n = mjb_nsim(batch);
-  if (!mjb_apply(batch, NULL, n, nb_one, job, 0)) return -1;
+  job->next = 0;
+  if (!mjb_apply(batch, NULL, n, nb_worker, job, 0)) return -1;
   const int* status = mjb_status(batch);
   for (int i = 0; i < n; i++) if (status[i]) return i;
   return -1;
@@ -96,7 +110,8 @@ _D = ctypes.POINTER(ctypes.c_double)
 
 
 class _Job(ctypes.Structure):
-    _fields_ = [("frame_skip", ctypes.c_int), ("body", ctypes.c_int),
+    _fields_ = [("frame_skip", ctypes.c_int), ("body", ctypes.c_int), ("n", ctypes.c_int),
+                ("next", ctypes.c_int),
                 ("qpos", _D), ("qvel", _D), ("warm", _D), ("ctrl", _D), ("xy_before", _D),
                 ("fresh", ctypes.POINTER(ctypes.c_ubyte)),
                 ("out_qpos", _D), ("out_qvel", _D), ("out_warm", _D), ("out_xy", _D),
@@ -174,8 +189,9 @@ def _ptr(a: np.ndarray, ctype=ctypes.c_double):
 class CBatchStepper:
     """Same interface and results as :class:`native_physics.BatchStepper`.
 
-    Holds one ``mjBatch`` (MuJoCo's persistent thread pool and per-thread
-    MjData) per batch size seen, created on first use.
+    Holds ``mjBatch`` objects (MuJoCo's persistent thread pool, one MjData
+    per thread) with one "simulation" per thread; each thread steps envs
+    taken one at a time from a shared counter, for any batch size.
     """
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, main_body: int,
@@ -191,15 +207,15 @@ class CBatchStepper:
         self._batches: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def _batch(self, n: int) -> int:
-        b = self._batches.get(n)
+    def _batch(self, nthread: int) -> int:
+        b = self._batches.get(nthread)
         if b is None:
             err = ctypes.create_string_buffer(300)
-            b = self._lib.nb_make(ctypes.c_void_p(self.model._address), n,
-                                  min(self.num_threads, n), err, 300)
+            b = self._lib.nb_make(ctypes.c_void_p(self.model._address), nthread, nthread,
+                                  err, 300)
             if not b:
                 raise RuntimeError(f"mjb_makeBatch failed: {err.value.decode()}")
-            self._batches[n] = b
+            self._batches[nthread] = b
         return b
 
     def close(self) -> None:
@@ -224,12 +240,12 @@ class CBatchStepper:
         fresh_u8 = np.ascontiguousarray(fresh, np.uint8).reshape(n)
         out = StepResult(np.empty((n, m.nq)), np.empty((n, m.nv)), np.empty((n, m.nv)),
                          np.empty((n, 2)), np.empty((n, 2)), np.empty((n, m.nbody, 6)))
-        job = _Job(self.frame_skip, self.main_body, *(_ptr(a) for a in ins),
+        job = _Job(self.frame_skip, self.main_body, n, 0, *(_ptr(a) for a in ins),
                    _ptr(fresh_u8, ctypes.c_ubyte), *(_ptr(a) for a in out))
         with self._lock:
-            b = self._batch(n)
+            b = self._batch(max(1, min(self.num_threads, n)))
             failed = self._lib.nb_step(ctypes.c_void_p(b), ctypes.byref(job))
             if failed >= 0:
                 msg = self._lib.nb_error(ctypes.c_void_p(b), failed).decode()
-                raise RuntimeError(f"MuJoCo raised in simulation {failed}: {msg}")
+                raise RuntimeError(f"MuJoCo raised an error while stepping: {msg}")
         return out
