@@ -313,3 +313,17 @@ def test_accelerator_default_device_logs_why_slow(monkeypatch, caplog):
         env = mujoco_backend.NativeAnt(num_envs=2)
     assert "host callback" in caplog.text and "mjx" in caplog.text
     assert env.observation_size == 105  # still works: physics on the CPU
+
+
+def test_without_a_c_compiler_falls_back_to_the_python_pool(monkeypatch, tmp_path, caplog):
+    from jaxrl_lite.envs import native_cstep
+
+    monkeypatch.setattr(native_cstep, "_lib", None)
+    monkeypatch.setattr(native_cstep, "_lib_error", None)
+    monkeypatch.setenv("JAXRL_LITE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING):
+        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
+    assert env.host_step == "python" and "Python thread pool" in caplog.text
+    with pytest.raises(OSError):
+        envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")

@@ -123,10 +123,12 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def _cache_dir() -> str:
+def _cache_dirs() -> list[str]:
+    """Where the compiled step is kept: $JAXRL_LITE_CACHE, else ~/.cache/jaxrl_lite;
+    the system temp dir if that is not writable."""
     root = os.environ.get("JAXRL_LITE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxrl_lite")
-    return root
+    return [root, os.path.join(tempfile.gettempdir(), "jaxrl_lite")]
 
 
 def load_library():
@@ -151,13 +153,23 @@ def _build_and_load():
         raise OSError(f"no libmujoco.so in {pkg}")
     libmujoco = libs[-1]
     tag = hashlib.sha256((_SOURCE + mujoco.__version__ + pkg).encode()).hexdigest()[:16]
-    out_dir = _cache_dir()
-    so = os.path.join(out_dir, f"native_cstep_{tag}.so")
+    name = f"native_cstep_{tag}.so"
+    for out_dir in _cache_dirs():
+        so = os.path.join(out_dir, name)
+        if os.path.exists(so):
+            break
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            if os.access(out_dir, os.W_OK):
+                break
+        except OSError:
+            continue
+    else:
+        raise OSError(f"no writable cache directory for the C step ({_cache_dirs()})")
     if not os.path.exists(so):
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             raise OSError("no C compiler (cc/gcc) on PATH")
-        os.makedirs(out_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             src = os.path.join(tmp, "native_cstep.c")
             with open(src, "w") as f:
