@@ -340,6 +340,8 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
     if micro.parse_c_array(cc) != model:
         raise ExportError(f"{cc} does not round-trip to the int8 model")
     diff = np.abs(actions - litert_actions)
+    # For scale: LiteRT's own two int8 kernel sets (XNNPACK vs builtin) also differ.
+    litert_internal = np.abs(_run_no_delegate(model, heldout) - litert_actions)
     quant = {side: {"dtype": io[f"{side}_dtype"],
                     "scale": io[f"{side}_quant"][0] if io[f"{side}_dtype"] == "int8" else None,
                     "zero_point": int(io[f"{side}_quant"][1])
@@ -352,6 +354,7 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
             "same_model_as": "actor_int8.tflite",
             "max_abs_diff_vs_litert_int8": float(diff.max()),
             "mean_abs_diff_vs_litert_int8": float(diff.mean()),
+            "litert_builtin_vs_xnnpack_max_abs_diff": float(litert_internal.max()),
             **_errors(actions, ref)}
 
 
@@ -431,6 +434,31 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the observation rollouts and the pruning.")
 
 
+class _stderr_quieted:
+    """Send fd 2 to /dev/null inside the block. A failed orbax restore leaves
+    background threads that print 'Event loop is closed' tracebacks shortly after;
+    on error, wait ``settle_s_on_error`` for them before restoring stderr."""
+
+    def __init__(self, settle_s_on_error: float = 1.0):
+        self.settle = settle_s_on_error
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            time.sleep(self.settle)
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        return False
+
+
 def main(argv):
     from absl import flags
     if len(argv) > 1:
@@ -446,7 +474,8 @@ def main(argv):
                                 seed=f.seed)
         # Fail on an unwritable out_dir before the slow work.
         shutil.rmtree(prepare_out_dir(f.out_dir), ignore_errors=True)
-        bundle = load_bundle(f.run_dir, f.checkpoint)
+        with _stderr_quieted(settle_s_on_error=1.0):
+            bundle = load_bundle(f.run_dir, f.checkpoint)
         t = time.perf_counter()
         manifest = export_bundle(bundle, f.out_dir, options)
     except (ExportError, OSError) as e:
@@ -468,7 +497,19 @@ def run():
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from absl import app
     _define_flags()
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(_main_and_exit)
+
+
+def _main_and_exit(argv):
+    code = main(argv)
+    if code:
+        # After a failed orbax restore, orbax's background threads print
+        # "Event loop is closed" tracebacks at interpreter exit: leave at once,
+        # the one-line error is all a user should see (nothing is left to clean up).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,11 @@ def run(model: bytes, obs: np.ndarray, arena: int, io: dict | None = None) -> np
     return np.stack(out)
 
 
+def _c_float(x) -> str:
+    """A valid C float literal that round-trips (repr: '0.0', '0.00390625', '1e-05')."""
+    return f"{float(x)!r}f"
+
+
 def write_c_array(model: bytes, out_dir: str, *, arena_bytes: int, io: dict, ops: list[str],
                   name: str = "actor_model") -> tuple[str, str]:
     """Write ``out_dir/{name}.h`` and ``.cc``; returns their paths."""
@@ -163,10 +168,10 @@ def write_c_array(model: bytes, out_dir: str, *, arena_bytes: int, io: dict, ops
 #define {macro}_ALIGNMENT {ALIGNMENT}
 #define {macro}_TENSOR_ARENA_BYTES {int(arena_bytes)}
 #define {macro}_INPUT_IS_INT8 {int(io['input_dtype'] == 'int8')}
-#define {macro}_INPUT_SCALE {float(in_scale):.9g}f
+#define {macro}_INPUT_SCALE {_c_float(in_scale)}
 #define {macro}_INPUT_ZERO_POINT {int(in_zp)}
 #define {macro}_OUTPUT_IS_INT8 {int(io['output_dtype'] == 'int8')}
-#define {macro}_OUTPUT_SCALE {float(out_scale):.9g}f
+#define {macro}_OUTPUT_SCALE {_c_float(out_scale)}
 #define {macro}_OUTPUT_ZERO_POINT {int(out_zp)}
 
 extern const unsigned char {ARRAY_NAME}[];
