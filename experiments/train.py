@@ -113,10 +113,10 @@ def _define_config_flags() -> dict[str, dict[str, dataclasses.Field]]:
         defaults = {a: f.default for a, f in per_algo.items()}
         shared_default = len(set(map(repr, defaults.values()))) == 1
         default = next(iter(defaults.values())) if shared_default else None
-        helps = {f.metadata.get("help", "") for f in per_algo.values()}
-        help_text = " / ".join(h for h in helps if h) or name
+        helps = [f.metadata.get("help", "") for f in per_algo.values()]
+        help_text = next((h for h in helps if h), name).rstrip(".")
         if not shared_default:
-            help_text += " Default: " + ", ".join(f"{a}={d!r}" for a, d in defaults.items())
+            help_text += "; default: " + ", ".join(f"{a}={d!r}" for a, d in defaults.items())
         if len(per_algo) < len(_AGENT_MODULES):
             help_text += f" [{', '.join(per_algo)} only]"
         if ftype is bool:

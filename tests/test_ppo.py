@@ -107,7 +107,7 @@ def test_tanh_log_det_is_stable_and_correct():
 
 # -------------------------------------------------- small config, shared compile
 SMALL = ppo.Config(num_envs=32, total_steps=80_000, unroll_length=16, num_minibatches=4,
-                   num_epochs=4, learning_rate=1e-3, discount=0.97, reward_scaling=1.0,
+                   num_epochs=4, learning_rate=1e-3, discount=0.97, reward_scale=1.0,
                    entropy_coef=0.0, policy_hidden=(32, 32), value_hidden=(64, 64))
 
 
@@ -119,7 +119,7 @@ def small():
 
 def test_truncation_bootstraps_from_final_obs():
     cfg = ppo.Config(num_envs=2, unroll_length=4, num_minibatches=1, policy_hidden=(8,),
-                     value_hidden=(8,), discount=0.9, gae_lambda=0.0, reward_scaling=1.0)
+                     value_hidden=(8,), discount=0.9, gae_lambda=0.0, reward_scale=1.0)
     env = envs.make("PointMass-v0", num_envs=2, max_episode_steps=3)
     ts = jax.jit(lambda k: ppo.init(cfg, env, k))(jax.random.PRNGKey(1))
     spec, _, _ = ppo.policy_parts(cfg, ts)

@@ -39,8 +39,8 @@ class Config:
     learning_rate: float = _f(3e-4, "Adam learning rate (initial value).")
     lr_schedule: str = _f("linear", "'constant' or 'linear' (decay to 0 at total_steps).")
     max_grad_norm: float = _f(0.5, "Global gradient-norm clip, applied to actor and "
-                                   "critic gradients separately.")
-    discount: float = _f(0.99, "Discount factor gamma.")
+                                   "critic gradients separately (0 = no clipping).")
+    discount: float = _f(0.99, "Discount factor gamma, in [0, 1].")
     gae_lambda: float = _f(0.95, "GAE lambda.")
     clip_eps: float = _f(0.2, "PPO ratio clip epsilon.")
     clip_value: bool = _f(False, "Clip the value loss (PPO2 style) with value_clip_eps.")
@@ -49,7 +49,7 @@ class Config:
     entropy_coef: float = _f(1e-3, "Entropy bonus coefficient.")
     normalize_advantages: bool = _f(True, "Normalise advantages per minibatch.")
     normalize_observations: bool = _f(True, "Running mean/var observation normalisation.")
-    reward_scaling: float = _f(0.1, "Rewards are multiplied by this before learning.")
+    reward_scale: float = _f(0.1, "Rewards are multiplied by this before learning.")
     init_log_std: float = _f(-0.5, "Initial log std of the pre-tanh Gaussian.")
     policy_hidden: tuple[int, ...] = _f((64, 64), "Actor hidden layer sizes.")
     value_hidden: tuple[int, ...] = _f((128, 128), "Critic hidden layer sizes.")
@@ -66,12 +66,12 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("learning_rate", "max_grad_norm", "clip_eps", "value_clip_eps",
-                     "reward_scaling"):
+        for name in ("learning_rate", "clip_eps", "value_clip_eps",
+                     "reward_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("vf_coef", "entropy_coef"):
+        for name in ("vf_coef", "entropy_coef", "max_grad_norm"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
@@ -133,11 +133,12 @@ def _schedule(config: Config):
 def _optimizer(config: Config) -> optax.GradientTransformation:
     """Per-network global-norm clipping (a huge critic gradient must not shrink
     the actor's), then Adam with the LR schedule."""
+    adam = optax.adam(_schedule(config), eps=1e-5)
+    if config.max_grad_norm == 0:
+        return adam
     clip = optax.clip_by_global_norm(config.max_grad_norm)
     labels = {"actor": "actor", "log_std": "actor", "value": "value"}
-    return optax.chain(
-        optax.multi_transform({"actor": clip, "value": clip}, labels),
-        optax.adam(_schedule(config), eps=1e-5))
+    return optax.chain(optax.multi_transform({"actor": clip, "value": clip}, labels), adam)
 
 
 def init(config: Config, env: Env, key) -> TrainState:
@@ -189,7 +190,7 @@ def advantages(config: Config, spec: PolicySpec, params, norm, data: dict):
     """
     values = networks.value(spec, config.value_hidden, params, norm, data["obs"])
     next_values = networks.value(spec, config.value_hidden, params, norm, data["final_obs"])
-    rewards = data["reward"] * config.reward_scaling
+    rewards = data["reward"] * config.reward_scale
     adv, targets = losses.gae(rewards, values, next_values, data["terminated"], data["done"],
                               config.discount, config.gae_lambda)
     return values, adv, targets
