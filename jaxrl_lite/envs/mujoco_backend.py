@@ -1,11 +1,17 @@
 """Ant-v5 on native MuJoCo (C, float64) behind the same jit-able API as MJX.
 
 Physics runs in MuJoCo's C engine on the CPU, entered from JAX with one
-``jax.pure_callback`` per batched step (never one per env); the host side
-(:mod:`jaxrl_lite.envs.native_physics`) spreads the batch over a persistent
-thread pool. Everything Ant-specific (reset noise, observation, reward terms,
-health) comes from :mod:`jaxrl_lite.envs.ant`, evaluated in JAX on float32
-copies of the float64 results.
+``jax.pure_callback`` per batched step (never one per env) that carries one
+packed array in and one out. The host side steps the batch on MuJoCo's own
+persistent thread pool (``mjb_apply``, the engine of ``mujoco.batch``) with a
+small C function (:mod:`jaxrl_lite.envs.native_cstep`, compiled once), or, with
+no C compiler, on a persistent Python thread pool
+(:mod:`jaxrl_lite.envs.native_physics`); both give the same bits. Everything
+Ant-specific (reset noise, observation, reward terms, health) comes from
+:mod:`jaxrl_lite.envs.ant`, evaluated in JAX on float32 roundings of the
+float64 results (the xy displacement is taken in float64 on the host). So the
+health test sees float32 z: it can differ from gymnasium's only for z within
+~1e-8 of a bound of healthy_z_range.
 
 The State stays purely functional: ``physics`` holds the float64 integration
 state (qpos [N, 15], qvel [N, 14], the solver warm start qacc_warmstart
@@ -15,6 +21,11 @@ the float64 values exactly. So the same State stepped twice gives the same
 result, the same key gives the same trajectory, checkpoints restore it bit for
 bit, and a step reproduces gymnasium's float64 step exactly (observations and
 rewards are then rounded to float32).
+
+Speed (2-core CPU, N >= 256): about the CPU cost per env-step of raw
+``mujoco.rollout`` (within ~10%), ~50x less than MJX with the default solver;
+each batched call adds a few hundred microseconds (JAX ops, the callback), so
+small batches (N < ~16) pay mostly overhead.
 """
 from __future__ import annotations
 
@@ -27,7 +38,8 @@ import numpy as np
 from jaxrl_lite.envs import ant
 from jaxrl_lite.envs.core import Env, State
 from jaxrl_lite.envs.native_cstep import CBatchStepper, load_library
-from jaxrl_lite.envs.native_physics import BatchStepper, join_f64, split_f64
+from jaxrl_lite.envs.native_physics import (BatchStepper, check_num_threads, join_f64,
+                                             split_f64)
 
 _logged_gpu = False
 
@@ -62,6 +74,7 @@ class NativeAnt(Env):
         if host_step not in self.HOST_STEPS:
             raise ValueError(f"host_step must be one of {', '.join(self.HOST_STEPS)}, "
                              f"got {host_step!r}")
+        num_threads = check_num_threads(num_threads)
         config = ant.AntConfig.from_kwargs(**ant_kwargs)
         super().__init__(num_envs, auto_reset, config.max_episode_steps)
         self.config = config
