@@ -327,3 +327,29 @@ def test_without_a_c_compiler_falls_back_to_the_python_pool(monkeypatch, tmp_pat
     assert env.host_step == "python" and "Python thread pool" in caplog.text
     with pytest.raises(OSError):
         envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")
+
+
+def test_gymnasium_keywords_change_the_same_things():
+    """Non-default Ant-v5 keywords, 60 steps against gymnasium with the same ones."""
+    kw = dict(frame_skip=3, main_body="aux_2", ctrl_cost_weight=0.1, contact_cost_weight=1e-3,
+              healthy_reward=0.5, healthy_z_range=(0.3, 0.9), contact_force_range=(-2.0, 3.0),
+              exclude_current_positions_from_observation=False,
+              include_cfrc_ext_in_observation=True, forward_reward_weight=2.0)
+    g = _gym_env(**kw)
+    g.reset(seed=5)
+    env = envs.make("Ant-v5", backend="mujoco", num_envs=1, auto_reset=False, **kw)
+    assert env.observation_size == g.observation_space.shape[0] == 107
+    s = env.reset_to(g.data.qpos[None].copy(), g.data.qvel[None].copy())
+    actions = np.random.default_rng(5).uniform(-1, 1, (60, ant.NU)).astype(np.float32)
+    ref = [g.step(a) for a in actions]
+
+    def body(s, a):
+        s = env.step(s, a[None])
+        return s, (s.obs[0], s.reward[0], s.info["x_velocity"][0])
+
+    _, (obs, reward, xvel) = jax.jit(lambda s, a: jax.lax.scan(body, s, a))(
+        s, jnp.asarray(actions))
+    np.testing.assert_array_equal(np.asarray(obs), np.stack([r[0] for r in ref]).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(xvel), [r[4]["x_velocity"] for r in ref],
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(reward), [r[1] for r in ref], rtol=1e-6, atol=2e-6)
