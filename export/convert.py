@@ -202,7 +202,7 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
     studies: dict[str, dict] = {}
 
     def add_tflite(name: str, model: bytes, reference=ref, sparsity=None):
-        ops = tflite.check_ops(model, name)
+        ops = tflite.check_ops(model, name, layer_norm=spec.layer_norm)
         actions = tflite.run(model, heldout)
         ws = tflite.weight_sparsity(model)
         entry = {"file": TFLITE_FILES[name], "bytes": len(model),
@@ -212,6 +212,8 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
                  "ops": ops, **_errors(actions, reference)}
         if name in ("int8", "pruned_int8"):
             entry["integer_ops"] = tflite.integer_ops(model)
+            counts = tflite.op_counts(model)
+            entry["quantize_ops"] = {k: counts.get(k, 0) for k in ("QUANTIZE", "DEQUANTIZE")}
             bad = {k: v for k, v in entry["integer_ops"].items() if v != "INT8"}
             if bad:
                 raise ExportError(f"{name}: ops not running in int8: {bad}")

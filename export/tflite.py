@@ -35,8 +35,10 @@ OP_ALLOW_LIST = {
     "int8": _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"},
     "pruned_int8": _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"},
 }
+# LayerNorm in the actor lowers to these (static shapes; TFLM has kernels for them).
+LAYER_NORM_OPS = {"SUM", "MEAN", "RSQRT", "RESHAPE", "SQUARED_DIFFERENCE"}
 # Ops with a TFLite Micro kernel (subset relevant here; checked again by running TFLM).
-TFLM_OPS = _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"}
+TFLM_OPS = _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"} | LAYER_NORM_OPS
 
 
 class ConversionError(RuntimeError):
@@ -96,12 +98,33 @@ def convert(saved_model_dir: str, variant: str, representative_obs: np.ndarray |
     calibrated = conv.convert()
     model = tfl_convert.mlir_quantize(
         calibrated, fully_quantize=False, input_data_type=tf.float32,
-        output_data_type=tf.float32, denylisted_ops=list(NORMALIZE_OPS),
+        output_data_type=tf.float32, denylisted_nodes=normalization_prefix(calibrated),
         disable_per_channel_for_dense_layers=not per_channel)
     return model
 
 
 # ---------------------------------------------------------------- inspection
+
+def normalization_prefix(model: bytes) -> list[str]:
+    """Output tensor names of the ops before the first FULLY_CONNECTED (the
+    normalisation: SUB/MUL/MAXIMUM/MINIMUM); by node, so that MUL/ADD/SUB inside
+    the network (SiLU, LayerNorm) are still quantized."""
+    schema = _schema()
+    m = schema.Model.GetRootAs(model, 0)
+    names = _op_names()
+    g = m.Subgraphs(0)
+    out = []
+    for j in range(g.OperatorsLength()):
+        op = g.Operators(j)
+        oc = m.OperatorCodes(op.OpcodeIndex())
+        name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()))
+        if name == "FULLY_CONNECTED":
+            break
+        if name not in NORMALIZE_OPS:
+            raise ConversionError(f"unexpected op {name} before the first FULLY_CONNECTED")
+        out += [g.Tensors(op.Outputs(k)).Name().decode() for k in range(op.OutputsLength())]
+    return out
+
 
 def _schema():
     from ai_edge_litert import schema_py_generated as schema
@@ -136,10 +159,11 @@ def model_ops(model: bytes) -> list[str]:
     return seen
 
 
-def check_ops(model: bytes, variant: str) -> list[str]:
-    """Ops of the model; raises ConversionError if any is outside the variant's allow-list."""
+def check_ops(model: bytes, variant: str, layer_norm: bool = False) -> list[str]:
+    """Ops of the model; raises ConversionError if any is outside the variant's
+    allow-list (plus LAYER_NORM_OPS for an actor with LayerNorm)."""
     ops = model_ops(model)
-    bad = sorted(set(ops) - OP_ALLOW_LIST[variant])
+    bad = sorted(set(ops) - OP_ALLOW_LIST[variant] - (LAYER_NORM_OPS if layer_norm else set()))
     if bad:
         raise ConversionError(f"{variant} model contains ops outside its allow-list: {bad} "
                               f"(allowed: {sorted(OP_ALLOW_LIST[variant])})")
@@ -209,6 +233,21 @@ def integer_ops(model: bytes) -> dict[str, str]:
             if out.get(name, t) != t:
                 t = "mixed"
             out[name] = t
+    return out
+
+
+def op_counts(model: bytes) -> dict[str, int]:
+    """How many times each builtin op occurs (e.g. one QUANTIZE and one DEQUANTIZE
+    for an int8 model whose whole network runs in integers)."""
+    schema = _schema()
+    m = schema.Model.GetRootAs(model, 0)
+    names = _op_names()
+    g = m.Subgraphs(0)
+    out: dict[str, int] = {}
+    for j in range(g.OperatorsLength()):
+        oc = m.OperatorCodes(g.Operators(j).OpcodeIndex())
+        n = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?")
+        out[n] = out.get(n, 0) + 1
     return out
 
 
