@@ -530,6 +530,9 @@ def main(argv):
         _fail(f"--resume: {e}")
     except Diverged as e:
         _fail(str(e), EXIT_DIVERGED)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; checkpoints in {rc.out_dir}/checkpoints are intact: continue "
+              f"with the same flags and --resume", 130)
     logging.info("%s: %d env steps in %.1f s (compile %.1f s); run dir %s", summary["exit"],
                  summary["env_steps"], summary["wall_s"], summary["compile_s"], rc.out_dir)
 
