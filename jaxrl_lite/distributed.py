@@ -58,6 +58,9 @@ REPLAY_FIELD = "buffer"
 EXIT_TIMEOUT = 2          # exit status when processes do not all join in time
 _XLA_TIMEOUT_MARGIN_S = 10  # XLA's own (aborting) timeout fires this much later
 
+P_AXIS = PartitionSpec(AXIS)
+P_NONE = PartitionSpec()
+
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
 
 
@@ -295,6 +298,59 @@ def state_shardings(state: Any, mesh: Mesh, num_envs: int, shard_replay: bool = 
         return rep
 
     return jax.tree_util.tree_map_with_path(rule, state)
+
+
+class ShardedEnv:
+    """An env whose physics runs per device: ``_reset_batch``/``_step_batch`` of
+    the wrapped env are ``shard_map``-ped over the ``"data"`` axis, so each
+    device (each process) simulates only its own ``num_envs / devices`` envs.
+
+    Everything else (validation, episode bookkeeping, truncation, auto-reset)
+    is the wrapped env's own code, applied to the global batch, so results are
+    those of the unwrapped env. Needed for host-callback backends (native
+    MuJoCo): without it a callback in a sharded jit runs on device 0 with the
+    whole batch gathered there (in a multi-process run: on process 0). For pure
+    JAX backends (MJX) it pins the physics to per-device work (no collectives
+    inside the solver loops). Other attributes are the wrapped env's.
+    """
+
+    def __init__(self, env, mesh: Mesh):
+        check_divisible(env.num_envs, mesh)
+        self.env = env
+        self.mesh = mesh
+        self.local_num_envs = env.num_envs // mesh.size
+        # Bind the base class's public methods to this wrapper so that they call
+        # our sharded _reset_batch/_step_batch.
+        from jaxrl_lite.envs.core import Env
+        for name in ("reset", "step", "_initial_state", "_auto_reset", "_check_action"):
+            setattr(self, name, getattr(Env, name).__get__(self))
+
+    def __getattr__(self, name):  # config, observation_size, num_envs, reset_to, ...
+        return getattr(self.__dict__["env"], name)
+
+    def _sharded(self, fn, *args):
+        n, local = self.env.num_envs, self.local_num_envs
+        batched = lambda x: P_AXIS if getattr(x, "ndim", 0) and x.shape[0] == n else P_NONE  # noqa: E731
+        in_specs = jax.tree_util.tree_map(batched, args)
+        local_args = jax.tree_util.tree_map(
+            lambda x, sp: jax.ShapeDtypeStruct(((local,) + x.shape[1:]) if sp == P_AXIS
+                                               else x.shape, x.dtype), args, in_specs)
+        out_shapes = jax.eval_shape(fn, *local_args)
+        out_specs = jax.tree_util.tree_map(
+            lambda x: P_AXIS if x.ndim and x.shape[0] == local else P_NONE, out_shapes)
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                             check_vma=False)(*args)
+
+    def _reset_batch(self, rng):
+        return self._sharded(self.env._reset_batch, rng)
+
+    def _step_batch(self, physics, action):
+        return self._sharded(self.env._step_batch, physics, action)
+
+
+def shard_env(env, mesh: Mesh):
+    """``env`` itself on a one-device mesh, else a :class:`ShardedEnv` of it."""
+    return env if mesh.size == 1 else ShardedEnv(env, mesh)
 
 
 def sharded_init(init_fn: Callable[[], Any], mesh: Mesh, num_envs: int,

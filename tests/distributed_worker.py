@@ -4,7 +4,7 @@
         --num_processes=2 --process_id=I --out_dir=DIR [--algo=ppo] [--num_envs=8] \
         [--iterations=3] [--resume]
 
-Trains ``--algo`` on PointMass-v0 with jaxrl_lite.distributed over every
+Trains ``--algo`` on ``--env`` (PointMass-v0) with jaxrl_lite.distributed over every
 device of every process, saves one checkpoint (all processes take part; orbax
 writes each process's shards), and process 0 alone writes ``result.json``
 (per-iteration losses). With ``--resume`` it first restores the newest
@@ -33,6 +33,8 @@ flags.DEFINE_integer("process_id", 0, "this process's index")
 flags.DEFINE_float("timeout_s", 30.0, "seconds to wait for the coordinator")
 flags.DEFINE_string("out_dir", None, "run directory (shared by all processes)")
 flags.DEFINE_string("algo", "ppo", "ppo | ac")
+flags.DEFINE_string("env", "PointMass-v0", "environment")
+flags.DEFINE_string("backend", "auto", "physics backend")
 flags.DEFINE_integer("num_envs", 8, "GLOBAL env batch (all processes)")
 flags.DEFINE_integer("num_devices", 0, "devices in the mesh (0 = all)")
 flags.DEFINE_integer("iterations", 3, "train iterations")
@@ -63,7 +65,7 @@ def main(argv):
     try:
         dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)
-        settings = {k: FLAGS[k].value for k in ("num_processes", "out_dir", "algo", "num_envs",
+        settings = {k: FLAGS[k].value for k in ("num_processes", "out_dir", "algo", "env", "backend", "num_envs",
                                                  "num_devices", "iterations", "seed",
                                                  "resume")}
         dist.check_consistent(settings, timeout_s=FLAGS.timeout_s)
@@ -76,7 +78,9 @@ def main(argv):
         sys.stderr.write(f"distributed_worker: error: {e}\n")
         sys.exit(2)
 
-    env = envs.make("PointMass-v0", num_envs=config.num_envs, auto_reset=True)
+    # shard_env: each device (so each process) steps only its own envs' physics.
+    env = dist.shard_env(envs.make(FLAGS.env, backend=FLAGS.backend, num_envs=config.num_envs,
+                                   auto_reset=True), mesh)
     key = jax.random.PRNGKey(FLAGS.seed)
     state, shardings = dist.sharded_init(lambda: agent.init(config, env, key), mesh,
                                          config.num_envs)
@@ -97,7 +101,7 @@ def main(argv):
     # numpy (written once, by process 0) so that export's single-process
     # load_policy can read it; the sharded state keeps its layout for resume.
     actor, norm = dist.to_host((actor, norm))
-    spec = dataclasses.replace(spec, env="PointMass-v0")
+    spec = dataclasses.replace(spec, env=FLAGS.env)
     steps = it * agent.env_steps_per_iteration(config)
     ckpt.save(steps, state, spec, actor, norm, agent.NAME, extra_meta={"iteration": it})
     ckpt.close()

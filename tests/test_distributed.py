@@ -52,11 +52,12 @@ _COMPARE = textwrap.dedent(f"""
     from jaxrl_lite import agents, distributed as dist, envs
     from tests.distributed_worker import small_config
 
-    def run(algo, num_devices):
+    def run(algo, num_devices, env_name="PointMass-v0", backend="auto"):
         agent = agents.get(algo)
         config = small_config(agent, algo, {NUM_ENVS})
-        env = envs.make("PointMass-v0", num_envs=config.num_envs)
         mesh = dist.make_mesh(num_devices, num_envs=config.num_envs)
+        env = dist.shard_env(envs.make(env_name, backend=backend, num_envs=config.num_envs),
+                             mesh)
         key = jax.random.PRNGKey(0)
         state, shardings = dist.sharded_init(lambda: agent.init(config, env, key), mesh,
                                              config.num_envs)
@@ -90,6 +91,8 @@ _COMPARE = textwrap.dedent(f"""
     result = {{"errors": errors, "devices": len(jax.devices())}}
     for algo in ("ppo", "ac"):
         result[algo] = {{n: run(algo, n) for n in (1, 4)}}
+    # Native MuJoCo: its host callback runs per device through shard_env.
+    result["ppo_native_ant"] = {{n: run("ppo", n, "Ant-v5", "mujoco") for n in (1, 4)}}
     print("RESULT " + json.dumps(result))
 """)
 
@@ -111,7 +114,7 @@ def _assert_same_losses(a, b):
             np.testing.assert_allclose(y[k], x[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "ac"])
+@pytest.mark.parametrize("algo", ["ppo", "ac", "ppo_native_ant"])
 def test_sharded_run_matches_single_device(compare, algo):
     single, sharded = compare[algo]["1"], compare[algo]["4"]
     assert compare["devices"] == 4
