@@ -249,3 +249,16 @@ def test_single_process_is_a_no_op_and_primary():
     distributed.initialize("127.0.0.1:1234", 1, 0)
     assert distributed.is_primary()
     distributed.check_consistent({"a": 1})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--devices=1,3", "--num_envs=8"], "--num_envs=8 is not divisible by device count(s) [3]"),
+    (["--set=nope=1"], "--set: 'nope' is not a field of the ppo Config"),
+    (["--devices=0,2"], "--devices must be positive integers"),
+])
+def test_bench_scaling_bad_input_is_one_line(args, message):
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench_scaling", *args],
+                          env=_env(1), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bench_scaling: error: " + message)
