@@ -281,9 +281,9 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
                   norm, psm)
             pmodel = int8_model(psm, "pruned_int8",
                                 jax2tf_bridge.jax_actions(spec, pruned, norm, calib))
-            if opt.sparse_storage_study:
-                studies["sparse_storage"] = clock("sparse_storage_study", _sparse_study,
-                                                  psm, calib, heldout, ref)
+        if opt.sparse_storage_study:
+            studies["sparse_storage"] = clock("sparse_storage_study", _sparse_study,
+                                              pmodel, heldout, ref)
         entry, pact = add_tflite("pruned_int8", pmodel)
         entry["action_mae_vs_pruned_jax"] = _errors(pact, pruned_ref)["action_mae_vs_jax"]
         entry["target_sparsity"] = opt.prune_sparsity
@@ -360,30 +360,29 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
             **_errors(actions, ref)}
 
 
-def _sparse_study(saved_model_dir: str, calib, heldout, ref) -> dict:
-    """The converter's sparse weight storage for the pruned int8 model: size and
-    which runtimes still run it (it adds DENSIFY or sparse FULLY_CONNECTED)."""
-    import tensorflow as tf
+def _sparse_study(pruned_model: bytes, heldout, ref) -> dict:
+    """The converter's sparse weight storage applied to the exported pruned int8
+    model (the pass TFLiteConverter runs for Optimize.EXPERIMENTAL_SPARSITY): its
+    size, and which runtimes still run it (sparse tensors need DENSIFY or a
+    sparse FULLY_CONNECTED kernel)."""
+    from tensorflow.lite.python import convert as tfl_convert
 
     from export import micro, tflite
-    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    conv.representative_dataset = tflite._representative(calib)
-    conv.inference_input_type = tf.float32
-    conv.inference_output_type = tf.float32
-    out: dict = {}
     try:
-        model = conv.convert()
+        model = tfl_convert.mlir_sparsify(pruned_model)
     except Exception as e:  # noqa: BLE001 - a study: record, don't fail the export
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-    out.update(bytes=len(model), gzip_bytes=tflite.gzip_bytes(model), ops=tflite.model_ops(model),
-               recipe="Optimize.EXPERIMENTAL_SPARSITY + full int8 (normalisation quantized)")
-    for name, run in (("litert_xnnpack", lambda: tflite.run(model, heldout[:50])),
-                      ("litert_no_delegate", lambda: _run_no_delegate(model, heldout[:50])),
-                      ("tflite_micro", lambda: micro.run(model, heldout[:50], 1 << 20))):
+    out: dict = {"bytes": len(model), "gzip_bytes": tflite.gzip_bytes(model),
+                 "ops": tflite.model_ops(model),
+                 "recipe": "mlir_sparsify(actor_pruned_int8.tflite)"}
+    n = min(50, len(heldout))
+    for name, run in (("litert_xnnpack", lambda: tflite.run(model, heldout[:n])),
+                      ("litert_no_delegate", lambda: _run_no_delegate(model, heldout[:n])),
+                      ("tflite_micro", lambda: micro.run(model, heldout[:n], 1 << 20))):
         try:
             a = run()
-            out[name] = {"runs": True, "action_mae_vs_jax": _errors(a, ref[:50])["action_mae_vs_jax"]}
+            out[name] = {"runs": True,
+                         "action_mae_vs_jax": _errors(a, ref[:n])["action_mae_vs_jax"]}
         except Exception as e:  # noqa: BLE001
             out[name] = {"runs": False, "error": f"{type(e).__name__}: "
                                                   f"{(str(e).strip().splitlines() or [''])[0][:160]}"}

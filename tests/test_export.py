@@ -181,6 +181,11 @@ def test_sizes_and_pruning(export, probe):
     heldout = v["pruning"]["heldout"]
     assert heldout["distilled_mae_vs_jax"] < heldout["one_shot_mae_vs_jax"]
     assert _mae(tflite.run(pruned, obs), ref) < 0.1
+    sparse = manifest["studies"]["sparse_storage"]  # converter's sparse encoding, recorded
+    assert sparse["litert_no_delegate"]["runs"]
+    assert sparse["litert_no_delegate"]["action_mae_vs_jax"] < 0.1
+    if "DENSIFY" in sparse["ops"]:
+        assert not sparse["tflite_micro"]["runs"]
 
 
 def test_int8_normalisation_before_after(export):
