@@ -235,8 +235,13 @@ def test_micro_c_array_compiles(export, tmp_path):
         pytest.skip("no C++ compiler")
     out, _ = export
     main = tmp_path / "main.cc"
+    # a stand-in for tflite::MicroMutableOpResolver that counts registrations
+    methods = " ".join(f"void {m}() {{ n++; }}" for m in sorted(set(micro._RESOLVER_METHODS.values())))
     main.write_text('#include <cstdint>\n#include <cstdio>\n#include "actor_model.h"\n'
-                    'int main() { std::printf("%u %d %d %d\\n", g_actor_model_len,\n'
+                    f'struct Resolver {{ int n = 0; {methods} }};\n'
+                    'int main() { Resolver r; ACTOR_MODEL_REGISTER_OPS(r);\n'
+                    ' if (r.n != ACTOR_MODEL_NUM_OPS) return 3;\n'
+                    ' std::printf("%u %d %d %d\\n", g_actor_model_len,\n'
                     ' (int)(reinterpret_cast<std::uintptr_t>(g_actor_model) % ACTOR_MODEL_ALIGNMENT),\n'
                     ' ACTOR_MODEL_TENSOR_ARENA_BYTES, (int)(ACTOR_MODEL_INPUT_SCALE == 0.0f)); }\n')
     exe = tmp_path / "probe"
