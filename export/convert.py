@@ -233,6 +233,7 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
     if "dynamic" in want:
         add_tflite("dynamic", clock("tflite_dynamic", tflite.convert, sm_dir, "dynamic"))
     int8_actions = None
+
     def int8_model(saved_model: str, name: str, reference) -> bytes:
         """Per-channel or per-tensor int8 weights, chosen on the CALIBRATION set:
         per-tensor (smaller) unless its action error is over 10% worse."""
@@ -296,7 +297,7 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
         path = os.path.join(root, ONNX_FILE)
         ops = clock("onnx_from_tflite", onnx_export.from_tflite, models["fp32"], path)
         variants["onnx"] = {"file": ONNX_FILE, "bytes": os.path.getsize(path),
-                            "gzip_bytes": tflite.gzip_bytes(open(path, "rb").read()),
+                            "gzip_bytes": tflite.gzip_bytes(_read_bytes(path)),
                             "sparsity": 0.0, "ops": ops, "source": "actor_fp32.tflite",
                             **_errors(onnx_export.run(path, heldout), ref)}
 
@@ -318,6 +319,11 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
     with open(os.path.join(root, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, default=_json_default)
     return manifest
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _json_default(x):
