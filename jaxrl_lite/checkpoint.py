@@ -143,8 +143,10 @@ def load_meta(path: str, step: int | None = None) -> tuple[str, dict]:
     step_dir = _resolve_step_dir(path, step)
     ocp = _ocp()
     try:
-        meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-            os.path.join(step_dir, "meta"))
+        # Context managers close orbax's worker threads even when a read fails,
+        # so a corrupt checkpoint leaves no background tracebacks behind.
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+            meta = reader.restore(os.path.join(step_dir, "meta"))
     except Exception as e:
         raise CheckpointError(f"corrupt checkpoint metadata in {step_dir} "
                               f"({type(e).__name__}: {_first_line(e)})") from None
@@ -163,7 +165,8 @@ def load_policy(path: str, step: int | None = None) -> PolicyBundle:
         raise CheckpointError(f"checkpoint {step_dir} has no valid policy_spec ({e})") from None
     ocp = _ocp()
     try:
-        policy = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "policy"))
+        with ocp.StandardCheckpointer() as reader:
+            policy = reader.restore(os.path.join(step_dir, "policy"))
     except Exception as e:
         raise CheckpointError(f"corrupt or truncated checkpoint {step_dir} "
                               f"({type(e).__name__}: {_first_line(e)})") from None
