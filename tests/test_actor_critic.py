@@ -59,15 +59,17 @@ def test_td3_target_with_networks_matches_hand_composition(filled):
     tcp = jax.tree_util.tree_map(lambda p: p + 0.1 * jnp.arange(p.shape[0]).reshape(
         (-1,) + (1,) * (p.ndim - 1)), ts.target_critic_params)
     key = jax.random.PRNGKey(7)
-    y = losses.td3_target(spec, critic, ts.target_actor_params, tcp, ts.norm, batch, key,
-                          gamma=0.97, target_noise=0.3, noise_clip=0.4,
-                          target_smoothing=True, clipped_double_q=True)
+    y = jax.jit(lambda tcp, batch: losses.td3_target(
+        spec, critic, ts.target_actor_params, tcp, ts.norm, batch, key, gamma=0.97,
+        target_noise=0.3, noise_clip=0.4, target_smoothing=True, clipped_double_q=True))(
+            tcp, batch)
     # Recompute by hand in NumPy from the pieces.
-    a = np.asarray(networks.actor_action(spec, ts.target_actor_params, ts.norm, batch.next_obs))
+    a = np.asarray(jax.jit(networks.actor_action, static_argnums=0)(
+        spec, ts.target_actor_params, ts.norm, batch.next_obs))
     eps = np.clip(0.3 * np.asarray(jax.random.normal(key, a.shape)), -0.4, 0.4)
     a_smooth = np.clip(a + eps, -1, 1)
-    q = np.asarray(networks.critic_values(critic, tcp, ts.norm, batch.next_obs,
-                                          jnp.asarray(a_smooth)))
+    q = np.asarray(jax.jit(lambda a: networks.critic_values(critic, tcp, ts.norm,
+                                                            batch.next_obs, a))(a_smooth))
     assert q.shape == (2, 16) and not np.allclose(q[0], q[1])
     expected = (np.asarray(batch.reward) + 0.97 * (1 - np.asarray(batch.terminated))
                 * q.min(0))
@@ -83,10 +85,11 @@ def test_truncated_transitions_bootstrap(filled):
     n = int(ts.buffer.size)
     assert d.truncated[:n].sum() >= 4 and d.terminated[:n].sum() == 0
     batch = jax.tree_util.tree_map(lambda x: x[:n][d.truncated[:n] > 0], ts.buffer.data)
-    y = losses.td3_target(ac.policy_spec(cfg, 4, 2), ac._critic(cfg), ts.target_actor_params,
-                          ts.target_critic_params, ts.norm, batch, jax.random.PRNGKey(0),
-                          gamma=0.99, target_noise=0.2, noise_clip=0.5,
-                          target_smoothing=True, clipped_double_q=True)
+    y = jax.jit(lambda ts, batch: losses.td3_target(
+        ac.policy_spec(cfg, 4, 2), ac._critic(cfg), ts.target_actor_params,
+        ts.target_critic_params, ts.norm, batch, jax.random.PRNGKey(0), gamma=0.99,
+        target_noise=0.2, noise_clip=0.5, target_smoothing=True, clipped_double_q=True))(
+            ts, batch)
     assert not np.allclose(np.asarray(y), np.asarray(batch.reward))
 
 
@@ -134,12 +137,11 @@ def test_actor_gradient_flows_through_the_critic(filled):
     cfg, _, ts = filled
     spec, critic = ac.policy_spec(cfg, 4, 2), ac._critic(cfg)
     obs = ts.buffer.data.obs[:32]
-    g_actor = jax.grad(losses.actor_loss)(ts.actor_params, spec, critic, ts.critic_params,
-                                          ts.norm, obs)
-    assert sum(float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(g_actor)) > 0
+    g_actor, g_critic = jax.jit(jax.grad(
+        lambda a, c: losses.actor_loss(a, spec, critic, c, ts.norm, obs), argnums=(0, 1)))(
+            ts.actor_params, ts.critic_params)
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree_util.tree_leaves(g_actor))
     # The actor is scored by the first critic only.
-    g_critic = jax.grad(lambda c: losses.actor_loss(ts.actor_params, spec, critic, c,
-                                                    ts.norm, obs))(ts.critic_params)
     assert sum(float(jnp.abs(g[1:]).sum()) for g in jax.tree_util.tree_leaves(g_critic)) == 0
 
 
@@ -172,7 +174,7 @@ def test_checkpoint_state_drops_buffer_only_by_flag(filled):
     (dict(critic_learning_rate=-1e-3), "critic_learning_rate must be a positive number"),
     (dict(tau=0.0), "tau must be in (0, 1]"),
     (dict(tau=1.5), "tau must be in (0, 1]"),
-    (dict(gamma=1.0), "gamma must be in [0, 1)"),
+    (dict(discount=1.0), "discount must be in [0, 1)"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
     (dict(num_envs=-2), "num_envs must be a positive integer"),
     (dict(policy_delay=0), "policy_delay must be a positive integer"),
@@ -195,7 +197,7 @@ def test_defaults_are_valid_and_registered():
     assert agent.NAME == "ac"
     cfg = agent.Config()
     cfg.validate()
-    assert (cfg.hidden, cfg.batch_size, cfg.gamma, cfg.tau, cfg.policy_delay) == (
+    assert (cfg.hidden, cfg.batch_size, cfg.discount, cfg.tau, cfg.policy_delay) == (
         (256, 256), 256, 0.99, 0.005, 2)
     assert cfg.twin_critics and cfg.target_smoothing and cfg.critic_layer_norm
     assert agent.env_steps_per_iteration(cfg) == cfg.num_envs * cfg.steps_per_iteration
@@ -205,7 +207,7 @@ def test_defaults_are_valid_and_registered():
 # --- learning: fails if the actor is not trained -------------------------------------
 
 LEARN = dict(num_envs=16, total_steps=12_000, steps_per_iteration=50, buffer_size=20_000,
-             batch_size=128, hidden=(64, 64), gamma=0.9, warmup_steps=1600,
+             batch_size=128, hidden=(64, 64), discount=0.9, warmup_steps=1600,
              updates_per_step=16)
 THRESHOLD = -28.0   # PointMass-v0: random ~ -55, zero action ~ -38, good ~ -12
 

@@ -20,6 +20,7 @@ Shapes: N = num_envs, T = steps_per_iteration, B = batch_size, C = buffer_size.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -58,7 +59,7 @@ class Config:
     actor_learning_rate: float = _f(3e-4, "Adam learning rate of the actor")
     critic_learning_rate: float = _f(3e-4, "Adam learning rate of the critics")
     max_grad_norm: float = _f(0.0, "clip gradients to this global norm (0 = no clipping)")
-    gamma: float = _f(0.99, "discount factor, in [0, 1)")
+    discount: float = _f(0.99, "discount factor gamma, in [0, 1)")
     tau: float = _f(0.005, "Polyak factor of the target networks, in (0, 1]")
     reward_scale: float = _f(1.0, "multiply rewards by this before learning")
     twin_critics: bool = _f(True, "TD3 clipped double-Q: two critics, target uses their min")
@@ -115,8 +116,8 @@ class Config:
                              f"got {self.hidden!r}")
         if not (0.0 < self.tau <= 1.0):
             raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
-        if not (0.0 <= self.gamma < 1.0):
-            raise ValueError(f"gamma must be in [0, 1), got {self.gamma!r}")
+        if not (0.0 <= self.discount < 1.0):
+            raise ValueError(f"discount must be in [0, 1), got {self.discount!r}")
         if self.buffer_size < self.batch_size:
             raise ValueError(f"buffer_size ({self.buffer_size}) must be >= batch_size "
                              f"({self.batch_size})")
@@ -207,6 +208,11 @@ def init(config: Config, env, key: jax.Array) -> TrainState:
     obs_dim, act_dim = env.observation_size, env.action_size
     spec = policy_spec(config, obs_dim, act_dim)
     critic = _critic(config)
+    buffer = replay.init(config.buffer_size, obs_dim, act_dim)
+    logging.info("replay buffer: %d transitions x %d B = %.1f MB; %s", config.buffer_size,
+                 replay.nbytes(buffer) // config.buffer_size, replay.nbytes(buffer) / 1e6,
+                 "saved in checkpoints (bit-exact resume)" if config.checkpoint_replay_buffer
+                 else "NOT saved in checkpoints (resume refills it; not bit-exact)")
     k_actor, k_critic, k_env, k_run = jax.random.split(key, 4)
     actor_params = init_actor_params(spec, k_actor)
     critic_params = networks.init_critics(critic, k_critic, config.num_critics(),
@@ -219,7 +225,7 @@ def init(config: Config, env, key: jax.Array) -> TrainState:
         actor_opt_state=_optimizer(config, config.actor_learning_rate).init(actor_params),
         critic_opt_state=_optimizer(config, config.critic_learning_rate).init(critic_params),
         norm=normalizer.init(obs_dim),
-        buffer=replay.init(config.buffer_size, obs_dim, act_dim),
+        buffer=buffer,
         env_state=env.reset(k_env),
         key=k_run,
         env_steps=jnp.zeros((), jnp.int32),
@@ -259,7 +265,7 @@ def make_update(config: Config, spec: PolicySpec):
         batch = batch.replace(reward=batch.reward * config.reward_scale)
         target = losses.td3_target(
             spec, critic, ts.target_actor_params, ts.target_critic_params, ts.norm, batch,
-            k_target, gamma=config.gamma, target_noise=config.target_noise,
+            k_target, gamma=config.discount, target_noise=config.target_noise,
             noise_clip=config.target_noise_clip, target_smoothing=config.target_smoothing,
             clipped_double_q=config.twin_critics)
         (c_loss, aux), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
@@ -339,9 +345,16 @@ def make_train_iteration(config: Config, env):
         key, k_collect, k_update = jax.random.split(ts.key, 3)
         ts = ts.replace(key=key)
         ts, _ = collect(ts, k_collect)
+        # The updates read the buffer but never write it: keep it (and the env
+        # state) out of the cond/scan carries, or XLA copies C transitions per step.
+        buffer, env_state = ts.buffer, ts.env_state
+
+        def update_from_buffer(small: TrainState, key):
+            out, m = update(small.replace(buffer=buffer), key)
+            return out.replace(buffer=None), m
 
         def learn(ts):
-            ts, m = jax.lax.scan(update, ts, jax.random.split(k_update, n_updates))
+            ts, m = jax.lax.scan(update_from_buffer, ts, jax.random.split(k_update, n_updates))
             n_actor = jnp.sum(m["actor_updates"])
             out = {k: jnp.mean(v) for k, v in m.items()}
             out["loss/actor"] = jnp.sum(m["loss/actor"]) / jnp.maximum(n_actor, 1.0)
@@ -352,8 +365,9 @@ def make_train_iteration(config: Config, env):
         def wait(ts):
             return ts, dict(zero_update_metrics, learned=jnp.zeros((), jnp.float32))
 
-        ready = (ts.env_steps >= config.warmup_steps) & (ts.buffer.size >= config.batch_size)
-        return jax.lax.cond(ready, learn, wait, ts)
+        ready = (ts.env_steps >= config.warmup_steps) & (buffer.size >= config.batch_size)
+        small, m = jax.lax.cond(ready, learn, wait, ts.replace(buffer=None, env_state=None))
+        return small.replace(buffer=buffer, env_state=env_state), m
 
     def iteration(ts: TrainState):
         ts, m = jax.lax.scan(env_step, ts, None, length=config.steps_per_iteration)
