@@ -73,11 +73,13 @@ def test_reference_covers_contacts_and_unhealthy(reference):
 
 
 def test_one_step_parity_distribution(errors):
-    # Measured on this machine (300-400 states, 3 seeds): p50 / p90 / max
-    #   obs qpos  2e-5 / 3e-3 / 0.02   obs qvel 3e-5 / 0.3 / 2.4
-    #   reward    3e-6 / 0.03 / 0.3    contact cost 0 / 1e-4 / 0.006
+    # Measured on this machine (256-400 states, 5 seeds; MJX default solver
+    # 10/10, bit-identical to the model's 100/50 on these states):
+    #   p50 / p90 / max
+    #   obs qpos  2e-5 / 3e-3 / 0.02   obs qvel 1e-5..7e-5 / 0.26..0.41 / 2.4
+    #   reward    2e-6 / 0.02..0.05 / 0.48   contact cost 0 / 1e-4 / 0.006
     # Tolerances: the median at float32 level (x5 margin) - most states
-    # agree; p90 about 2x the measured value (contact-frame divergence);
+    # agree; p90 about 1.5-2x the worst seed (contact-frame divergence);
     # max only bounds blow-ups.
     assert pct(errors["obs_qpos"], 50) < 1e-4
     assert pct(errors["obs_qpos"], 90) < 1e-2
@@ -86,11 +88,11 @@ def test_one_step_parity_distribution(errors):
     assert pct(errors["obs_qvel"], 90) < 0.6
     assert errors["obs_qvel"].max() < 5.0
     assert pct(errors["reward"], 50) < 5e-5
-    assert pct(errors["reward"], 90) < 0.06
-    assert errors["reward"].max() < 0.6
+    assert pct(errors["reward"], 90) < 0.08
+    assert errors["reward"].max() < 1.0
     for k in ("reward_forward", "x_velocity", "y_velocity"):
         assert pct(errors[k], 50) < 5e-5, k
-        assert pct(errors[k], 90) < 0.06, k
+        assert pct(errors[k], 90) < 0.08, k
     # Contact cost: 5e-4 * sum of 78 clipped squares; equal for most states.
     assert pct(errors["reward_contact"], 50) < 1e-6
     assert errors["reward_contact"].max() < 0.02
@@ -255,6 +257,9 @@ def test_episode_truncates_at_1000_steps(env, env_auto):
     assert truncs[:-1].max() == 0.0 and dones[:-1].max() == 0.0
     assert np.all(truncs[-1] == 1.0) and np.all(dones[-1] == 1.0)
     np.testing.assert_array_equal(np.asarray(state.info["steps"]), [1000] * N)
+    # 1000 steps from a reset_to state compiled the physics step once
+    # (data.time is strongly typed, the State keeps its types).
+    assert env._fns.step._cache_size() == 1
     # auto_reset=False never resets: one more step keeps going (steps 1001).
     after = env.step(state, action)
     np.testing.assert_array_equal(np.asarray(after.info["steps"]), [1001] * N)
@@ -285,7 +290,8 @@ def test_unhealthy_step_terminates_and_auto_resets(env_auto):
     fresh = env_auto.reset(jax.random.PRNGKey(1))
     assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(state)
     for a, b in zip(jax.tree_util.tree_leaves(fresh), jax.tree_util.tree_leaves(state)):
-        assert a.shape == b.shape and a.dtype == b.dtype
+        # Same shape, dtype and weak type: a jitted step compiles once.
+        assert jax.typeof(a) == jax.typeof(b), (jax.typeof(a), jax.typeof(b))
 
 
 def test_kwargs_change_semantics(env):
