@@ -1,4 +1,7 @@
-"""Host side of the native MuJoCo backend: batched float64 stepping on a thread pool.
+"""Host side of the native MuJoCo backend: float64 helpers and the Python-pool step.
+
+(The default step is the C one in :mod:`jaxrl_lite.envs.native_cstep`; the
+pool here is its fallback when no C compiler is available, with the same bits.)
 
 Two jobs, kept free of JAX:
 
