@@ -32,6 +32,7 @@ import json  # noqa: E402
 import logging as pylogging  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -501,6 +502,10 @@ def run(rc: RunConfig) -> dict:
             "policy_parts": mod.policy_parts(config, state)}
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _fail(msg: str, code: int = EXIT_BAD_INPUT):
     sys.stderr.write(f"train: error: {msg}\n")
     sys.stderr.flush()
@@ -519,6 +524,7 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
     from jaxrl_lite.checkpoint import CheckpointError
+    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
     try:
         rc = run_config_from_flags()
         check_out_dir(rc)
