@@ -474,7 +474,8 @@ def run(rc: RunConfig) -> dict:
             writer.write(record, force_plot=it == stop_it)
             last = record
             ret = record.get("episode_return_mean")
-            logging.info("step %d/%d  %.0f steps/s  return %s%s", record["step"],
+            logging.log(logging.DEBUG if bar.active else logging.INFO,
+                        "step %d/%d  %.0f steps/s  return %s%s", record["step"],
                          total_iters * steps_per_iter, record["env_steps_per_s"],
                          "-" if ret is None else f"{ret:.2f}",
                          f"  eval {record['eval/return_mean']:.2f}" if is_eval else "")
