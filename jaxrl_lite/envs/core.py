@@ -149,8 +149,19 @@ class Env(abc.ABC):
     def _auto_reset(self, state: State) -> State:
         """Replace finished envs by fresh ones; keep final_obs and totals."""
         split = jax.vmap(lambda k: jax.random.split(k, 2))(state.rng)
-        reset_obs, reset_physics, reset_binfo = self._reset_batch(split[:, 0])
         done_b = state.done > 0
+
+        # Most steps finish no episode: skip the reset work then. The skipped
+        # branch returns placeholders that the masks below never select, so
+        # the result is the same as always resetting.
+        def fresh():
+            return self._reset_batch(split[:, 0])
+
+        def skip():
+            shapes = jax.eval_shape(fresh)
+            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        reset_obs, reset_physics, reset_binfo = jax.lax.cond(jnp.any(done_b), fresh, skip)
 
         def pick(fresh, old):
             mask = done_b.reshape((-1,) + (1,) * (old.ndim - 1))
