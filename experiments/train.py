@@ -229,7 +229,8 @@ def run_config_from_flags() -> RunConfig:
         checkpoint_every_steps=_CKPT_EVERY.value, keep_checkpoints=_KEEP.value,
         log_every_steps=_LOG_EVERY.value, eval_every_steps=_EVAL_EVERY.value,
         eval_envs=_EVAL_ENVS.value, stop_after_steps=_STOP_AFTER.value,
-        max_wall_s=_MAX_WALL.value, progress=_PROGRESS.value, plot_every_s=_PLOT_EVERY.value, agent_config=config)
+        max_wall_s=_MAX_WALL.value, progress=_PROGRESS.value, plot_every_s=_PLOT_EVERY.value,
+        agent_config=config)
 
 
 def check_out_dir(rc: RunConfig) -> None:
@@ -271,7 +272,8 @@ def check_out_dir(rc: RunConfig) -> None:
         steps = [d for d in os.listdir(ckpt_dir)
                  if d.isdigit() and os.path.isdir(os.path.join(ckpt_dir, d))]
     if not steps:
-        raise UsageError(f"--resume: no checkpoint in {ckpt_dir}")
+        raise UsageError(f"--resume: no checkpoint in {ckpt_dir} (the run stopped before its "
+                         f"first checkpoint: start it again in a new --out_dir)")
 
 
 # ----------------------------------------------------------------------------
@@ -354,7 +356,7 @@ def run(rc: RunConfig) -> dict:
     init_fn = jax.jit(lambda k: mod.init(config, env, k))
     os.makedirs(rc.out_dir, exist_ok=True)
     with _quiet_orbax():
-            ckpt = checkpoint.Checkpointer(rc.out_dir, max_to_keep=rc.keep_checkpoints)
+        ckpt = checkpoint.Checkpointer(rc.out_dir, max_to_keep=rc.keep_checkpoints)
     resumed_from = None
     wall_offset = 0.0
     if rc.resume:
