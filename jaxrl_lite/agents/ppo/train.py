@@ -31,9 +31,9 @@ def _f(default, help_text):
 class Config:
     """PPO hyperparameters (defaults: Ant-v5 on a 2-core CPU, native backend)."""
 
-    num_envs: int = _f(64, "Parallel training environments.")
-    total_steps: int = _f(10_000_000, "Environment steps to train for.")
-    unroll_length: int = _f(32, "Env steps per env per iteration (rollout length).")
+    num_envs: int = _f(128, "Parallel training environments.")
+    total_steps: int = _f(12_000_000, "Environment steps to train for.")
+    unroll_length: int = _f(16, "Env steps per env per iteration (rollout length).")
     num_minibatches: int = _f(8, "Minibatches per epoch; num_envs*unroll_length must divide.")
     num_epochs: int = _f(4, "Passes over each rollout batch.")
     learning_rate: float = _f(3e-4, "Adam learning rate (initial value).")
