@@ -14,23 +14,27 @@ normaliser statistics are combined exactly, not averaged per device.
 
 Replay buffer (actor-critic): sharded along its capacity axis when the
 capacity divides by the device count (memory per device = C/D transitions;
-1M Ant transitions are ~0.9 GB), replicated otherwise. Insertion writes each
-device's slice of the N new transitions, sampling draws the same global
-indices as on one device (a masked local gather + one all-reduce of the
-B sampled rows), so results again match the single-device run.
+1M Ant transitions are ~0.9 GB), replicated otherwise. Insertion and
+sampling keep their global semantics (the same indices as on one device; XLA
+partitions the scatter/gather and moves the N inserted / B sampled rows), so
+results again match the single-device run. The agents do not constrain the
+sampled batch's layout, so how the update on it is split is XLA's choice;
+the env stepping is what is certainly split.
 
 Multi-process (``jax.distributed``): ``--num_envs`` is the GLOBAL batch; each
 process steps only the envs whose shards live on its devices (num_envs /
-num_processes of them when every process has the same device count).
+num_processes of them when every process has the same device count;
+:func:`shard_env` makes this hold for host-callback physics too).
 Everything replicated is identical on every process. Every process must call
 ``Checkpointer.save``/``restore`` (orbax writes each process's shards and lets
 process 0 write metadata); only :func:`is_primary` writes metrics, plots and
 config files.
 
-Typical use (see ``experiments/train.py``)::
+Typical use (runnable reference: ``tests/distributed_worker.py``)::
 
     distributed.initialize(addr, num_processes, process_id)   # multi-host only
     mesh = distributed.make_mesh(num_devices, num_envs=config.num_envs)
+    env = distributed.shard_env(envs.make(name, num_envs=config.num_envs), mesh)
     state, shardings = distributed.sharded_init(
         lambda: agent.init(config, env, key), mesh, config.num_envs)
     step = distributed.data_parallel(agent.make_train_iteration(config, env), shardings)
@@ -174,6 +178,14 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
     if jax.process_count() != num_processes:
         raise DistributedError(f"process {process_id} was told num_processes={num_processes} "
                                f"but the group has {jax.process_count()} processes")
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches ``barrier(name)`` (no-op with one process);
+    e.g. all processes check --out_dir before process 0 writes config.json."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def is_primary() -> bool:
@@ -385,20 +397,61 @@ def abstract_state(shapes: Any, shardings: Any) -> Any:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
 
+def constrain(tree: Any, axis: int = 0) -> Any:
+    """Ask XLA to split every array of ``tree`` along ``axis`` over ``"data"``
+    when traced under :func:`data_parallel` (a mesh is set); identity otherwise.
+
+    For agents: the update on a batch that is gathered/shuffled over the whole
+    global batch (PPO's minibatches, the actor-critic's replay samples) is
+    otherwise free to be computed redundantly on every device. Values are
+    unchanged; only the layout (and so who computes what) is.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or AXIS not in mesh.axis_names:
+        return tree
+
+    def one(x):
+        if x.ndim <= axis:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = AXIS
+        return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+class _OnMesh:
+    """A jitted function traced with ``mesh`` set (so :func:`constrain` applies)."""
+
+    def __init__(self, fn, mesh: Mesh):
+        self._fn, self.mesh = fn, mesh
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self._fn(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self._fn.lower(*args)
+
+
 def data_parallel(train_iteration: Callable, shardings: Any, donate: bool = False):
     """Re-jit an agent's ``fn(state) -> (state, metrics)`` with the state laid
     out by ``shardings`` (from :func:`sharded_init`) and replicated metrics.
 
     ``donate=True`` lets XLA reuse the input state's buffers (do not use the
-    input after the call). The result has ``.lower(state).compile()``.
+    input after the call). The result has ``.lower(state).compile()``; it is
+    traced with the mesh set, so :func:`constrain` inside the agent applies.
     """
     leaves = jax.tree_util.tree_leaves(shardings)
     if not leaves or not all(isinstance(s, NamedSharding) for s in leaves):
         raise TypeError("shardings must be the NamedSharding pytree from sharded_init/"
                         "state_shardings")
-    rep = replicated(leaves[0].mesh)
-    return jax.jit(train_iteration, in_shardings=(shardings,), out_shardings=(shardings, rep),
-                   donate_argnums=(0,) if donate else ())
+    mesh = leaves[0].mesh
+    fn = jax.jit(train_iteration, in_shardings=(shardings,),
+                 out_shardings=(shardings, replicated(mesh)),
+                 donate_argnums=(0,) if donate else ())
+    return _OnMesh(fn, mesh)
 
 
 def to_host(tree: Any) -> Any:

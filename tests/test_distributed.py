@@ -89,6 +89,14 @@ _COMPARE = textwrap.dedent(f"""
         except ValueError as e:
             errors[name] = str(e)
     result = {{"errors": errors, "devices": len(jax.devices())}}
+    # constrain(): a layout hint under data_parallel's mesh, identity elsewhere.
+    mesh4 = dist.make_mesh(4)
+    x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
+    with jax.set_mesh(mesh4):
+        y = jax.jit(lambda a: dist.constrain({{"a": a * 2.0}}, axis=1))(x)["a"]
+    z = jax.jit(lambda a: dist.constrain(a * 2.0, axis=1))(x)
+    result["constrain"] = {{"spec": list(y.sharding.spec), "equal": bool(np.array_equal(y, z)),
+                           "plain_shards": len(z.sharding.device_set)}}
     for algo in ("ppo", "ac"):
         result[algo] = {{n: run(algo, n) for n in (1, 4)}}
     # Native MuJoCo: its host callback runs per device through shard_env.
@@ -133,6 +141,11 @@ def test_sharded_run_matches_single_device(compare, algo):
     np.testing.assert_allclose(sharded["norm"][1], single["norm"][1], rtol=1e-4, atol=1e-6)
     for a, b in zip(single["actor"], sharded["actor"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
+
+
+def test_constrain_splits_only_under_a_mesh(compare):
+    c = compare["constrain"]
+    assert c["spec"] == [None, "data"] and c["equal"] and c["plain_shards"] == 1
 
 
 def test_mesh_errors_are_one_line(compare):
