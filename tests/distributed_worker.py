@@ -40,16 +40,18 @@ flags.DEFINE_integer("num_devices", 0, "devices in the mesh (0 = all)")
 flags.DEFINE_integer("iterations", 3, "train iterations")
 flags.DEFINE_integer("seed", 0, "seed")
 flags.DEFINE_boolean("resume", False, "restore the newest checkpoint first")
+flags.DEFINE_integer("hidden", 16, "hidden layer width of every network")
 FLAGS = flags.FLAGS
 
 
-def small_config(agent, algo: str, num_envs: int):
+def small_config(agent, algo: str, num_envs: int, hidden: int = 16):
+    h = (hidden, hidden)
     if algo == "ppo":
         return agent.Config(num_envs=num_envs, unroll_length=8, num_minibatches=4,
-                            num_epochs=2, total_steps=100_000, policy_hidden=(16, 16),
-                            value_hidden=(16, 16))
+                            num_epochs=2, total_steps=100_000, policy_hidden=h,
+                            value_hidden=h)
     return agent.Config(num_envs=num_envs, steps_per_iteration=4, buffer_size=256,
-                        batch_size=32, hidden=(16, 16), warmup_steps=32, total_steps=100_000)
+                        batch_size=32, hidden=h, warmup_steps=32, total_steps=100_000)
 
 
 def main(argv):
@@ -66,14 +68,15 @@ def main(argv):
         dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)
         settings = {k: FLAGS[k].value for k in ("num_processes", "out_dir", "algo", "env", "backend", "num_envs",
-                                                 "num_devices", "iterations", "seed",
+                                                 "num_devices", "iterations", "seed", "hidden",
                                                  "resume")}
         dist.check_consistent(settings, timeout_s=FLAGS.timeout_s)
         from jaxrl_lite import agents, checkpoint, envs
         agent = agents.get(FLAGS.algo)
-        config = small_config(agent, FLAGS.algo, FLAGS.num_envs)
+        config = small_config(agent, FLAGS.algo, FLAGS.num_envs, FLAGS.hidden)
         config.validate()
         mesh = dist.make_mesh(FLAGS.num_devices or None, num_envs=config.num_envs)
+        dist.barrier("flags-checked")  # e.g. all check out_dir before process 0 writes
     except (ValueError, dist.DistributedError) as e:
         sys.stderr.write(f"distributed_worker: error: {e}\n")
         sys.exit(2)

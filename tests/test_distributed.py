@@ -213,6 +213,20 @@ def test_two_processes_train_checkpoint_and_resume(compare, tmp_path):
     assert all(np.isfinite(v) for x in resumed["losses"] for v in x.values())
 
 
+def test_two_processes_actor_critic_matches_single_device(compare, tmp_path):
+    """The TD3-style agent across 2 processes x 1 device (replay buffer sharded
+    over processes along its capacity) computes the single-device losses."""
+    port = _free_port()
+    procs = [_launch(tmp_path, port, i, "--algo=ac", devices=1) for i in (0, 1)]
+    for rc, _, err in _wait(procs):
+        assert rc == 0, err[-3000:]
+    result = json.loads((tmp_path / f"result_{ITERS}.json").read_text())
+    assert result["mesh"]["num_processes"] == 2 and result["env_rows"] == {
+        "0": [[0, 4]], "1": [[4, 8]]}
+    _assert_same_losses(compare["ac"]["1"]["losses"], result["losses"])
+    assert os.listdir(tmp_path / "checkpoints") == [str(ITERS * NUM_ENVS * 4)]
+
+
 def test_unreachable_coordinator_fails_fast_with_one_line(tmp_path):
     port = _free_port()  # nothing listens there
     (rc, _, err), = _wait([_launch(tmp_path, port, 1, timeout_s=3, devices=1)], timeout=60)
