@@ -34,7 +34,11 @@ def init_critics(module: MLP, key: jax.Array, num_critics: int, obs_dim: int, ac
     """-> params pytree stacked over a leading axis of size ``num_critics``."""
     dummy = jnp.zeros((1, obs_dim + act_dim), jnp.float32)
     keys = jax.random.split(key, num_critics)
-    return jax.vmap(lambda k: module.init(k, dummy))(keys)
+    # Not jax.vmap: a batched orthogonal init is a batched QR, which jaxlib's CPU
+    # LAPACK kernel splits over the intra-op thread pool; two of those running at
+    # once on a 2-thread pool wait on each other forever (seen under jit here).
+    params = [module.init(keys[i], dummy) for i in range(num_critics)]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params)
 
 
 def critic_values(module: MLP, critic_params, norm: normalizer.NormalizerState,

@@ -337,9 +337,8 @@ def make_train_iteration(config: Config, env):
     update = make_update(config, spec)
     collect = make_collect_step(config, env, spec)
     n_updates = config.num_updates_per_step()
-    zero_update_metrics = {k: jnp.zeros((), jnp.float32) for k in
-                           ("loss/critic", "loss/actor", "actor_updates", "q_mean",
-                            "target_mean")}
+    update_metric_names = ("loss/critic", "loss/actor", "actor_updates", "q_mean",
+                           "target_mean")
 
     def env_step(ts: TrainState, _):
         key, k_collect, k_update = jax.random.split(ts.key, 3)
@@ -363,7 +362,10 @@ def make_train_iteration(config: Config, env):
             return ts, out
 
         def wait(ts):
-            return ts, dict(zero_update_metrics, learned=jnp.zeros((), jnp.float32))
+            # Zeros made inside the trace: a concrete array captured here would be
+            # read back during lowering, waiting on any pending host callback.
+            zeros = {k: jnp.zeros((), jnp.float32) for k in update_metric_names}
+            return ts, dict(zeros, learned=jnp.zeros((), jnp.float32))
 
         ready = (ts.env_steps >= config.warmup_steps) & (buffer.size >= config.batch_size)
         small, m = jax.lax.cond(ready, learn, wait, ts.replace(buffer=None, env_state=None))
