@@ -145,6 +145,18 @@ def test_actor_gradient_flows_through_the_critic(filled):
     assert sum(float(jnp.abs(g[1:]).sum()) for g in jax.tree_util.tree_leaves(g_critic)) == 0
 
 
+def test_critic_init_has_no_batched_qr():
+    """Orthogonal init is a QR; a batched QR (e.g. from vmapping the critics'
+    init) deadlocked jitted inits on this 2-core CPU. Every QR must be 2-D."""
+    import re
+    critic = networks.critic_module((16, 16), "relu", True)
+    text = str(jax.make_jaxpr(lambda k: networks.init_critics(critic, k, 2, 4, 2))(
+        jax.random.PRNGKey(0)))
+    qr_shapes = re.findall(r"f32\[([0-9,]+)\] \S+:f32\[[0-9,]+\] = qr\[", text)
+    assert qr_shapes, "no QR found: the check would pass vacuously"
+    assert all(shape.count(",") == 1 for shape in qr_shapes), qr_shapes
+
+
 def test_policy_parts_is_the_deployed_policy(filled):
     cfg, _, ts = filled
     spec, params, norm = ac.policy_parts(cfg, ts)
