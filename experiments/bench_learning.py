@@ -23,6 +23,7 @@ import time
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
+from jaxrl_lite import evaluation
 
 _EPISODES = flags.DEFINE_integer("episodes", 10, "gymnasium evaluation episodes.")
 _GYM_SEED = flags.DEFINE_integer("gym_seed", 1000, "Seed of the first evaluation episode.")
@@ -30,40 +31,6 @@ _REPORT = flags.DEFINE_string("report", None, "JSON report path "
                               "(default <out_dir>/bench_learning.json).")
 _SKIP_TRAIN = flags.DEFINE_boolean("eval_only", False, "Skip training: evaluate the newest "
                                    "checkpoint already in --out_dir.")
-
-
-def gym_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "Ant-v5") -> dict:
-    """Deterministic policy of the newest checkpoint in gymnasium's own env."""
-    import gymnasium as gym
-    import jax
-    import numpy as np
-
-    from jaxrl_lite import checkpoint, policy
-
-    bundle = checkpoint.load_policy(run_dir)
-    act = jax.jit(lambda obs: policy.deterministic_action(
-        bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])
-    env = gym.make(env_id)
-    returns, lengths = [], []
-    t0 = time.perf_counter()
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            action = np.asarray(act(np.asarray(obs, np.float32)), np.float64)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(steps)
-        logging.info("gymnasium %s episode %d: return %.1f, length %d", env_id, ep, total,
-                     steps)
-    env.close()
-    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-            "returns": returns, "episode_lengths": lengths,
-            "checkpoint": bundle.source, "checkpoint_env_steps": bundle.step,
-            "gym_eval_s": time.perf_counter() - t0}
 
 
 def main(argv):
@@ -107,7 +74,8 @@ def main(argv):
     import jax
     report["device"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     report["cpu_count"] = os.cpu_count()
-    report["gymnasium"] = gym_evaluate(rc.out_dir, _EPISODES.value, _GYM_SEED.value)
+    report["gymnasium"] = evaluation.gymnasium_evaluate(
+        rc.out_dir, _EPISODES.value, _GYM_SEED.value)
     report["return_mean"] = report["gymnasium"]["return_mean"]
     report["return_std"] = report["gymnasium"]["return_std"]
     report["learning_curve"] = os.path.join(rc.out_dir, "learning_curve.png")

@@ -7,6 +7,8 @@ rewards after an env's first ``done`` are masked out.
 """
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 
@@ -43,3 +45,45 @@ def make_evaluator(env: Env, spec: PolicySpec):
                 "eval/length_mean": jnp.mean(length.astype(jnp.float32))}
 
     return jax.jit(evaluate)
+
+
+_log = logging.getLogger(__name__)
+
+
+def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "Ant-v5") -> dict:
+    """Deterministic policy of the newest checkpoint in gymnasium's own env.
+
+    Episodes use seeds ``seed, seed+1, ...``; returns a JSON-ready dict of
+    return mean/std, per-episode returns and lengths and the checkpoint used.
+    """
+    import time
+    import gymnasium as gym
+    import jax
+    import numpy as np
+
+    from jaxrl_lite import checkpoint, policy
+
+    bundle = checkpoint.load_policy(run_dir)
+    act = jax.jit(lambda obs: policy.deterministic_action(
+        bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])
+    env = gym.make(env_id)
+    returns, lengths = [], []
+    t0 = time.perf_counter()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            action = np.asarray(act(np.asarray(obs, np.float32)), np.float64)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+        _log.info("gymnasium %s episode %d: return %.1f, length %d", env_id, ep, total,
+                     steps)
+    env.close()
+    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+            "returns": returns, "episode_lengths": lengths,
+            "checkpoint": bundle.source, "checkpoint_env_steps": bundle.step,
+            "gym_eval_s": time.perf_counter() - t0}

@@ -246,7 +246,7 @@ def test_metrics_writer_truncates_records_after_the_resumed_checkpoint(tmp_path)
 def test_bench_gym_evaluation_runs_the_checkpointed_policy_in_gymnasium(tmp_path):
     import jax
 
-    from experiments import bench_learning
+    from jaxrl_lite import evaluation
     from jaxrl_lite import normalizer, policy
 
     spec = policy.PolicySpec(env="Ant-v5", obs_dim=105, act_dim=8, hidden_sizes=(8,))
@@ -254,11 +254,11 @@ def test_bench_gym_evaluation_runs_the_checkpointed_policy_in_gymnasium(tmp_path
     ck = checkpoint.Checkpointer(str(tmp_path), max_to_keep=1)
     ck.save(5, {"x": np.zeros(2)}, spec, actor, normalizer.init(105), "ppo")
     ck.close()
-    out = bench_learning.gym_evaluate(str(tmp_path), episodes=1, seed=3)
+    out = evaluation.gymnasium_evaluate(str(tmp_path), episodes=1, seed=3)
     assert out["checkpoint_env_steps"] == 5 and len(out["returns"]) == 1
     assert all(1 <= n <= 1000 for n in out["episode_lengths"])
     # A near-zero-action policy stands still: about +1 per step (healthy reward).
     assert np.isfinite(out["return_mean"]) and out["return_mean"] > 0.5 * np.mean(
         out["episode_lengths"])
-    again = bench_learning.gym_evaluate(str(tmp_path), episodes=1, seed=3)
+    again = evaluation.gymnasium_evaluate(str(tmp_path), episodes=1, seed=3)
     assert again["returns"] == out["returns"]  # seeded: reproducible
