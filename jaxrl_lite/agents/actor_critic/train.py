@@ -293,7 +293,10 @@ def make_update(config: Config, spec: PolicySpec):
             return ts, jnp.zeros((), jnp.float32)
 
         do_actor = (updates % config.policy_delay) == 0
-        ts, a_loss = jax.lax.cond(do_actor, actor_and_targets, skip, ts)
+        # The buffer stays out of the cond (read-only here; no copy of C transitions).
+        small, a_loss = jax.lax.cond(do_actor, actor_and_targets, skip,
+                                     ts.replace(buffer=None, env_state=None))
+        ts = small.replace(buffer=ts.buffer, env_state=ts.env_state)
         metrics = {"loss/critic": c_loss, "loss/actor": a_loss,
                    "actor_updates": do_actor.astype(jnp.float32), "q_mean": aux["q_mean"],
                    "target_mean": jnp.mean(target)}
