@@ -261,3 +261,68 @@ def test_learns_point_mass_and_the_actor_is_what_learns():
     trained = evaluate(ts)
     assert trained > THRESHOLD and trained > untrained + 10, (
         f"actor did not learn: {untrained:.1f} -> {trained:.1f} (threshold {THRESHOLD})")
+
+
+# --- the shared launcher: artifacts and bit-exact resume with the replay buffer ------
+
+CLI = ["--algo=ac", "--env=PointMass-v0", "--num_envs=8", "--steps_per_iteration=8",
+       "--total_steps=640", "--warmup_steps=128", "--updates_per_step=2",
+       "--buffer_size=1024", "--batch_size=32", "--hidden=16,16", "--log_every_steps=128",
+       "--checkpoint_every_steps=256", "--eval_every_steps=640", "--eval_envs=2",
+       "--keep_checkpoints=3", "--noprogress", "--plot_every_s=1000"]
+
+
+def _train(*args):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.setdefault("JAXRL_LITE_JAX_CACHE", os.path.join(root, ".jax_cache"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", *CLI, *args], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_launcher_trains_ac_and_resumes_bit_exactly(tmp_path):
+    import concurrent.futures
+    import os
+
+    import orbax.checkpoint as ocp
+
+    from jaxrl_lite import checkpoint, metrics
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = [pool.submit(_train, f"--out_dir={a}"),
+                pool.submit(_train, f"--out_dir={b}", "--stop_after_steps=300"),
+                pool.submit(_train, f"--out_dir={c}", "--stop_after_steps=300",
+                            "--nocheckpoint_replay_buffer")]
+        procs = [r.result() for r in runs]
+    assert "replay buffer: 1024 transitions" in procs[0].stderr
+    assert metrics.read(b)[-1]["step"] == 512                  # stopped at a checkpoint
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for r in [pool.submit(_train, f"--out_dir={b}", "--resume"),
+                  pool.submit(_train, f"--out_dir={c}", "--resume",
+                              "--nocheckpoint_replay_buffer")]:
+            r.result()
+    timing = ("wall_s", "env_steps_per_s")
+    ra, rb, rc = ([{k: v for k, v in r.items() if k not in timing} for r in metrics.read(d)]
+                  for d in (a, b, c))
+    assert ra == rb                                            # bit-exact resume
+    assert ra[:4] == rc[:4] and ra[-1] != rc[-1]               # buffer refilled: differs
+    assert [r["step"] for r in ra] == [128, 256, 384, 512, 640]
+    assert ra[-1]["critic_updates"] > 0 and ra[-1]["actor_updates"] > 0
+    assert "eval/return_mean" in ra[-1]
+    step = os.path.join(a, "checkpoints", "640", "state")
+    sa = ocp.StandardCheckpointer().restore(step)
+    sb = ocp.StandardCheckpointer().restore(os.path.join(b, "checkpoints", "640", "state"))
+    for x, y in zip(jax.tree_util.tree_leaves(sa), jax.tree_util.tree_leaves(sb)):
+        np.testing.assert_array_equal(x, y)
+    assert int(sa["buffer"]["size"]) == 640
+    sc = ocp.StandardCheckpointer().restore(os.path.join(c, "checkpoints", "512", "state"))
+    assert sc.get("buffer") is None
+    bundle = checkpoint.load_policy(a)
+    assert (bundle.algo, bundle.spec.env, bundle.step) == ("ac", "PointMass-v0", 640)
+    assert bundle.spec.hidden_sizes == (16, 16) and bundle.spec.activation == "relu"
