@@ -233,8 +233,9 @@ def main(argv):
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         sys.stderr.write(f"bench_scaling: error: {e}\n")
         sys.exit(1)
-    print(f"\n{result['algo']} on {result['env']} ({result['scaling']} scaling, "
-          f"{'forced host CPU devices sharing ' + str(result['cpu_count']) + ' cores' if result['forced_host_devices'] else result['rows'][0]['device_kind']})")
+    where = (f"forced host CPU devices sharing {result['cpu_count']} cores"
+             if result["forced_host_devices"] else result["rows"][0]["device_kind"])
+    print(f"\n{result['algo']} on {result['env']} ({result['scaling']} scaling, {where})")
     print(_table(result["rows"]))
     if _OUT.value:
         os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

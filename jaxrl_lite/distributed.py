@@ -342,8 +342,8 @@ class ShardedEnv:
 
     def _sharded(self, fn, *args):
         n, local = self.env.num_envs, self.local_num_envs
-        batched = lambda x: P_AXIS if getattr(x, "ndim", 0) and x.shape[0] == n else P_NONE  # noqa: E731
-        in_specs = jax.tree_util.tree_map(batched, args)
+        in_specs = jax.tree_util.tree_map(
+            lambda x: P_AXIS if getattr(x, "ndim", 0) and x.shape[0] == n else P_NONE, args)
         local_args = jax.tree_util.tree_map(
             lambda x, sp: jax.ShapeDtypeStruct(((local,) + x.shape[1:]) if sp == P_AXIS
                                                else x.shape, x.dtype), args, in_specs)

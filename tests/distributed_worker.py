@@ -67,9 +67,9 @@ def main(argv):
     try:
         dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)
-        settings = {k: FLAGS[k].value for k in ("num_processes", "out_dir", "algo", "env", "backend", "num_envs",
-                                                 "num_devices", "iterations", "seed", "hidden",
-                                                 "resume")}
+        settings = {k: FLAGS[k].value for k in (
+            "num_processes", "out_dir", "algo", "env", "backend", "num_envs", "num_devices",
+            "iterations", "seed", "hidden", "resume")}
         dist.check_consistent(settings, timeout_s=FLAGS.timeout_s)
         from jaxrl_lite import agents, checkpoint, envs
         agent = agents.get(FLAGS.algo)
