@@ -46,7 +46,8 @@ CONFIG_FILE = "config.json"
 RUNTIME_FILE = "runtime.jsonl"
 # Flags that may differ between a run and its --resume (they do not change
 # what is computed).
-RESUME_FREE = ("resume", "progress", "stop_after_steps", "out_dir", "plot_every_s",
+RESUME_FREE = ("coordinator_address", "process_id", "distributed_timeout_s",
+               "resume", "progress", "stop_after_steps", "out_dir", "plot_every_s",
                "max_wall_s")
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -83,6 +84,17 @@ _MAX_WALL = flags.DEFINE_float(
     "it, evaluate, checkpoint and stop (resumable; the schedule still spans total_steps).")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a rich progress bar (on a terminal).")
 _PLOT_EVERY = flags.DEFINE_float("plot_every_s", 20.0, "Seconds between learning-curve redraws.")
+_NUM_DEVICES = flags.DEFINE_integer(
+    "num_devices", 0, "Devices to shard the env batch over (0 = all, of all processes); "
+    "--num_envs is the global batch and must divide by it.")
+_COORD = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0's coordinator "
+    "(jax.distributed); unset = one process.")
+_NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+_PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index in "
+                            "[0, num_processes).")
+_DIST_TIMEOUT = flags.DEFINE_float("distributed_timeout_s", 120.0, "Multi-host: seconds to "
+                                   "wait for every process to join.")
 
 
 def _loadable_agents() -> dict:
@@ -158,6 +170,8 @@ class RunConfig:
     max_wall_s: float
     progress: bool
     plot_every_s: float
+    num_devices: int = 0
+    num_processes: int = 1
     agent_config: typing.Any = None
 
     def to_json(self) -> dict:
@@ -230,6 +244,7 @@ def run_config_from_flags() -> RunConfig:
         log_every_steps=_LOG_EVERY.value, eval_every_steps=_EVAL_EVERY.value,
         eval_envs=_EVAL_ENVS.value, stop_after_steps=_STOP_AFTER.value,
         max_wall_s=_MAX_WALL.value, progress=_PROGRESS.value, plot_every_s=_PLOT_EVERY.value,
+        num_devices=_NUM_DEVICES.value, num_processes=_NPROC.value,
         agent_config=config)
 
 
@@ -317,6 +332,20 @@ class Diverged(RuntimeError):
     pass
 
 
+class _NoWriter:
+    """Metrics writer of processes other than 0: writes nothing."""
+    records = ()
+
+    def write(self, record, force_plot=False):
+        pass
+
+    def truncate_after(self, step):
+        pass
+
+    def plot(self):
+        pass
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
     """orbax logs every file operation at INFO through absl: keep warnings only."""
@@ -335,7 +364,7 @@ def run(rc: RunConfig) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrl_lite import checkpoint, envs, evaluation, metrics, progress
+    from jaxrl_lite import checkpoint, distributed, envs, evaluation, metrics, progress
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
@@ -345,7 +374,10 @@ def run(rc: RunConfig) -> dict:
     t_start = time.perf_counter()
     mod = agents.get(rc.algo)
     config = rc.agent_config
-    env = envs.make(rc.env, backend=rc.backend, num_envs=config.num_envs, auto_reset=True)
+    mesh = distributed.make_mesh(rc.num_devices or None, num_envs=config.num_envs)
+    primary = distributed.is_primary()
+    env = distributed.shard_env(
+        envs.make(rc.env, backend=rc.backend, num_envs=config.num_envs, auto_reset=True), mesh)
     eval_env = envs.make(rc.env, backend=rc.backend, num_envs=rc.eval_envs, auto_reset=False)
     steps_per_iter = int(mod.env_steps_per_iteration(config))
     total_iters = max(1, -(-config.total_steps // steps_per_iter))
@@ -353,15 +385,19 @@ def run(rc: RunConfig) -> dict:
     key = jax.random.PRNGKey(rc.seed)
     init_key, eval_key = jax.random.split(key)
 
-    init_fn = jax.jit(lambda k: mod.init(config, env, k))
+    def init_fn(k):  # the train state built directly in its sharded layout
+        return distributed.sharded_init(lambda: mod.init(config, env, k), mesh,
+                                        config.num_envs)[0]
     os.makedirs(rc.out_dir, exist_ok=True)
     with _quiet_orbax():
         ckpt = checkpoint.Checkpointer(rc.out_dir, max_to_keep=rc.keep_checkpoints)
     resumed_from = None
     wall_offset = 0.0
     if rc.resume:
-        template = jax.eval_shape(lambda: agents.checkpoint_state(
-            mod, config, init_fn(init_key)))
+        shapes = jax.eval_shape(lambda: agents.checkpoint_state(
+            mod, config, mod.init(config, env, init_key)))
+        template = distributed.abstract_state(  # each process reads its own shards
+            shapes, distributed.state_shardings(shapes, mesh, config.num_envs))
         with _quiet_orbax():
             restored, meta = ckpt.restore(template)
         fresh = init_fn(init_key) if hasattr(mod, "restore_state") else None
@@ -370,10 +406,11 @@ def run(rc: RunConfig) -> dict:
         start_iter = int(meta.get("iteration", resumed_from // steps_per_iter))
         wall_offset = float(meta.get("wall_s", 0.0))
     else:
-        with open(os.path.join(rc.out_dir, CONFIG_FILE + ".tmp"), "w") as f:
-            json.dump(rc.to_json(), f, indent=1, sort_keys=True)
-        os.replace(os.path.join(rc.out_dir, CONFIG_FILE + ".tmp"),
-                   os.path.join(rc.out_dir, CONFIG_FILE))
+        if primary:
+            with open(os.path.join(rc.out_dir, CONFIG_FILE + ".tmp"), "w") as f:
+                json.dump(rc.to_json(), f, indent=1, sort_keys=True)
+            os.replace(os.path.join(rc.out_dir, CONFIG_FILE + ".tmp"),
+                       os.path.join(rc.out_dir, CONFIG_FILE))
         state = init_fn(init_key)
         start_iter = 0
 
@@ -381,12 +418,15 @@ def run(rc: RunConfig) -> dict:
     logging.info("JAX %s on %s; algo=%s env=%s backend=%s (%s); %d env steps/iteration, "
                  "%d iterations", info["jax"], info["devices"], rc.algo, rc.env, rc.backend,
                  envs.resolve_backend(rc.backend), steps_per_iter, total_iters)
-    writer = metrics.MetricsWriter(rc.out_dir, title=f"{rc.algo} on {rc.env} (seed {rc.seed})",
-                                   plot_every_s=rc.plot_every_s)
+    info["mesh"] = distributed.describe(mesh)
+    writer = (metrics.MetricsWriter(rc.out_dir, title=f"{rc.algo} on {rc.env} (seed {rc.seed})",
+                                    plot_every_s=rc.plot_every_s) if primary else _NoWriter())
     if rc.resume:
         writer.truncate_after(resumed_from)
 
-    train_iteration = mod.make_train_iteration(config, env)
+    shardings = distributed.state_shardings(state, mesh, config.num_envs)
+    train_iteration = distributed.data_parallel(mod.make_train_iteration(config, env),
+                                                shardings, donate=True)
     t0 = time.perf_counter()
     try:
         train_iteration = train_iteration.lower(state).compile()
@@ -407,14 +447,17 @@ def run(rc: RunConfig) -> dict:
 
     t0 = time.perf_counter()
     policy_finite = jax.jit(policy_finite).lower(state).compile()
-    _, actor0, norm0 = mod.policy_parts(config, state)
+    # The evaluator runs on each process's own first device from host copies.
+    actor0, norm0 = distributed.to_host(mod.policy_parts(config, state)[1:])
     evaluator = evaluator.lower(actor0, norm0, eval_key).compile()
     info["eval_compile_s"] = round(time.perf_counter() - t0, 3)
-    with open(os.path.join(rc.out_dir, RUNTIME_FILE), "a") as f:
-        f.write(json.dumps(info) + "\n")
+    if primary:
+        with open(os.path.join(rc.out_dir, RUNTIME_FILE), "a") as f:
+            f.write(json.dumps(info) + "\n")
 
-    def save(it, ts, wall_s):
-        _, actor, norm = mod.policy_parts(config, ts)
+    def save(it, ts, wall_s):  # every process: orbax writes each one's shards
+        # numpy policy: written once, loadable by export's single-process load_policy
+        actor, norm = distributed.to_host(mod.policy_parts(config, ts)[1:])
         with _quiet_orbax():
             ckpt.save(it * steps_per_iter, agents.checkpoint_state(mod, config, ts), spec,
                       actor, norm, rc.algo,
@@ -423,7 +466,7 @@ def run(rc: RunConfig) -> dict:
                                   "config": rc.to_json()})
 
     bar = progress.Progress(total_iters * steps_per_iter, start_iter * steps_per_iter,
-                            enabled=rc.progress, description=f"{rc.algo} {rc.env}")
+                            enabled=rc.progress and primary, description=f"{rc.algo} {rc.env}")
     pending = []
     train_time = 0.0  # seconds inside training iterations since the last record
     t_run = time.perf_counter()
@@ -445,7 +488,7 @@ def run(rc: RunConfig) -> dict:
                 wall_offset + time.perf_counter() - t_run >= rc.max_wall_s)
             if out_of_time:
                 is_ckpt = is_eval = True
-            host = [_host_scalars(x) for x in jax.device_get(pending)]
+            host = [_host_scalars(x) for x in distributed.to_host(pending)]
             ok = bool(policy_finite(state))
             train_time += time.perf_counter() - t_it
             record = {"step": it * steps_per_iter, "iteration": it}
@@ -469,7 +512,7 @@ def run(rc: RunConfig) -> dict:
                 record["episode_return_mean"] = None
                 record["episode_length_mean"] = None
             if is_eval:
-                _, actor, norm = mod.policy_parts(config, state)
+                actor, norm = distributed.to_host(mod.policy_parts(config, state)[1:])
                 ev = evaluator(actor, norm, jax.random.fold_in(eval_key, it))
                 record.update(_host_scalars(ev))
             record["wall_s"] = wall_offset + time.perf_counter() - t_run
@@ -528,10 +571,18 @@ def main(argv):
         _fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
     from jaxrl_lite.checkpoint import CheckpointError
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
+    from jaxrl_lite import distributed
     try:
+        if _COORD.value is not None or _NPROC.value != 1:
+            distributed.initialize(_COORD.value, _NPROC.value, _PID.value,
+                                   timeout_s=_DIST_TIMEOUT.value)
         rc = run_config_from_flags()
+        distributed.check_consistent(rc.to_json(), timeout_s=_DIST_TIMEOUT.value)
+        # Device count and batch divisibility, checked before anything is written.
+        distributed.make_mesh(rc.num_devices or None, num_envs=rc.agent_config.num_envs)
         check_out_dir(rc)
-    except (UsageError, ValueError) as e:
+        distributed.barrier("out_dir-checked")  # before process 0 writes config.json
+    except (UsageError, ValueError, distributed.DistributedError) as e:
         _fail(str(e))
     try:
         summary = run(rc)

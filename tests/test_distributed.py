@@ -289,3 +289,45 @@ def test_bench_scaling_bad_input_is_one_line(args, message):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("bench_scaling: error: " + message)
+
+
+def test_launcher_two_processes_write_one_run(tmp_path):
+    """The user-facing path: two `experiments.train` processes on localhost through
+    jax.distributed train one run; process 0 alone writes config/metrics/curve,
+    both write their shards of the one checkpoint, and the policy loads."""
+    from jaxrl_lite import checkpoint
+
+    port = _free_port()
+    out = tmp_path / "run"
+    args = ["-m", "experiments.train", "--algo=ppo", "--env=PointMass-v0",
+            "--num_envs=8", "--unroll_length=8", "--num_minibatches=2",
+            "--total_steps=128", "--checkpoint_every_steps=128", "--noprogress",
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+            "--distributed_timeout_s=60", f"--out_dir={out}"]
+    procs = [subprocess.Popen([sys.executable, *args, f"--process_id={i}"], env=_env(1),
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (0, 1)]
+    for rc, _, err in _wait(procs):
+        assert rc == 0, err[-3000:]
+    assert os.listdir(out / "checkpoints") == ["128"]
+    assert {"config.json", "metrics.jsonl", "learning_curve.png"} <= set(os.listdir(out))
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == sorted({r["step"] for r in records})  # one writer
+    runtime = json.loads((out / "runtime.jsonl").read_text().splitlines()[0])
+    assert runtime["mesh"]["num_processes"] == 2 and runtime["mesh"]["num_devices"] == 2
+    assert checkpoint.load_policy(str(out)).step == 128
+
+
+@pytest.mark.parametrize("devices, flags_, message", [
+    (2, ["--num_envs=3"], "train: error: num_envs=3 is not divisible by the 2 devices"),
+    (1, ["--num_envs=4", "--num_devices=3"], "train: error: num_devices=3 but only 1 cpu"),
+])
+def test_launcher_mesh_errors_are_one_line(tmp_path, devices, flags_, message):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--env=PointMass-v0",
+         "--total_steps=100", "--noprogress", f"--out_dir={out}", *flags_],
+        env=_env(devices), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert _last_line(proc.stderr).startswith(message)
+    assert "Traceback" not in proc.stderr and not out.exists()
