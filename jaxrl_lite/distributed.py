@@ -410,9 +410,11 @@ def constrain(tree: Any, axis: int = 0) -> Any:
     if mesh.empty or AXIS not in mesh.axis_names:
         return tree
 
+    devices = mesh.shape[AXIS]
+
     def one(x):
-        if x.ndim <= axis:
-            return x
+        if x.ndim <= axis or x.shape[axis] % devices:
+            return x  # nothing to split evenly: leave the layout to XLA
         spec = [None] * x.ndim
         spec[axis] = AXIS
         return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))

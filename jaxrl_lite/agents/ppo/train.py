@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxrl_lite import normalizer
+from jaxrl_lite import distributed, normalizer
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.envs.core import Env, State
 from jaxrl_lite.policy import ACTIVATIONS, PolicySpec
@@ -249,6 +249,9 @@ def make_train_iteration(config: Config, env: Env):
             shuffled = jax.tree_util.tree_map(
                 lambda x: x[perm].reshape((config.num_minibatches, mb_size) + x.shape[1:]),
                 flat)
+            # Under a data mesh, split each minibatch over devices (a layout hint
+            # only: a no-op on one device, same math either way).
+            shuffled = distributed.constrain(shuffled, axis=1)
             mb_keys = jax.random.split(k_mb, config.num_minibatches)
             return jax.lax.scan(sgd_step, carry, (shuffled, mb_keys))
 
