@@ -193,3 +193,20 @@ class Env(abc.ABC):
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"action has dtype {dtype}, expected float32")
         return jnp.asarray(action, jnp.float32)
+
+
+def check_state_array(name: str, value, expected: tuple[int, ...], width: str):
+    """Validate a ``reset_to`` input: an array of shape ``expected`` with a float
+    dtype; one-line TypeError/ValueError otherwise. Returns ``value`` unchanged
+    (each backend casts to its own precision)."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        raise TypeError(f"reset_to {name} must be an array of shape {expected}, "
+                        f"got {type(value).__name__}")
+    if tuple(shape) != expected:
+        raise ValueError(f"reset_to {name} has shape {tuple(shape)}, expected {expected} "
+                         f"(num_envs, {width})")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"reset_to {name} has dtype {dtype}, expected a float dtype")
+    return value

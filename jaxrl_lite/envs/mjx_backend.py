@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_lite.envs import ant
-from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.envs.core import Env, State, check_state_array
 
 _INFO_KEYS = ("x_position", "y_position", "distance_from_origin", "x_velocity",
               "y_velocity", "reward_forward", "reward_ctrl", "reward_contact",
@@ -167,24 +167,9 @@ class MjxAnt(Env):
         observation has zero cfrc_ext, as after a reset.
         """
         n = self.num_envs
-        qpos = _check_state_array("qpos", qpos, (n, ant.NQ))
-        qvel = _check_state_array("qvel", qvel, (n, ant.NV))
+        qpos = jnp.asarray(check_state_array("qpos", qpos, (n, ant.NQ), "nq"), jnp.float32)
+        qvel = jnp.asarray(check_state_array("qvel", qvel, (n, ant.NV), "nv"), jnp.float32)
         key = jax.random.PRNGKey(0) if key is None else key
         rng = jax.random.split(key, n)
         obs, physics, info = self._fns.from_state(qpos, qvel)
         return self._initial_state(obs, physics, info, rng)
-
-
-def _check_state_array(name, value, expected):
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is None or dtype is None:
-        raise TypeError(f"reset_to {name} must be an array of shape {expected}, "
-                        f"got {type(value).__name__}")
-    if tuple(shape) != expected:
-        raise ValueError(f"reset_to {name} has shape {tuple(shape)}, expected {expected} "
-                         f"(num_envs, {'nq' if name == 'qpos' else 'nv'})")
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"reset_to {name} has dtype {dtype}, expected a float dtype "
-                        f"(cast to float32)")
-    return jnp.asarray(value, jnp.float32)

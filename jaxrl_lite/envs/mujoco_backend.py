@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_lite.envs import ant
-from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.envs.core import Env, State, check_state_array
 from jaxrl_lite.envs.native_cstep import CBatchStepper, load_library
 from jaxrl_lite.envs.native_physics import (BatchStepper, check_num_threads, join_f64,
                                              split_f64)
@@ -224,16 +224,5 @@ class NativeAnt(Env):
 
 
 def _check_state_array(name, value, expected, width) -> np.ndarray:
-    """-> float64 numpy array; the same messages as the MJX backend's reset_to."""
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is None or dtype is None:
-        raise TypeError(f"reset_to {name} must be an array of shape {expected}, "
-                        f"got {type(value).__name__}")
-    if tuple(shape) != expected:
-        raise ValueError(f"reset_to {name} has shape {tuple(shape)}, expected {expected} "
-                         f"(num_envs, {width})")
-    if not np.issubdtype(np.dtype(dtype), np.floating):
-        raise TypeError(f"reset_to {name} has dtype {dtype}, expected a float dtype "
-                        f"(kept in float64)")
-    return np.asarray(value, np.float64)
+    """-> float64 numpy array, after the same checks as the MJX backend's reset_to."""
+    return np.asarray(check_state_array(name, value, expected, width), np.float64)
