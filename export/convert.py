@@ -349,7 +349,7 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
         raise ExportError(f"{cc} does not round-trip to the int8 model")
     diff = np.abs(actions - litert_actions)
     # For scale: LiteRT's own two int8 kernel sets (XNNPACK vs builtin) also differ.
-    litert_internal = np.abs(_run_no_delegate(model, heldout) - litert_actions)
+    litert_internal = np.abs(tflite.run(model, heldout, delegates=False) - litert_actions)
     quant = {side: {"dtype": io[f"{side}_dtype"],
                     "scale": io[f"{side}_quant"][0] if io[f"{side}_dtype"] == "int8" else None,
                     "zero_point": int(io[f"{side}_quant"][1])
@@ -383,7 +383,8 @@ def _sparse_study(pruned_model: bytes, heldout, ref) -> dict:
                  "recipe": "mlir_sparsify(actor_pruned_int8.tflite)"}
     n = min(50, len(heldout))
     for name, run in (("litert_xnnpack", lambda: tflite.run(model, heldout[:n])),
-                      ("litert_no_delegate", lambda: _run_no_delegate(model, heldout[:n])),
+                      ("litert_no_delegate",
+                       lambda: tflite.run(model, heldout[:n], delegates=False)),
                       ("tflite_micro", lambda: micro.run(model, heldout[:n], 1 << 20))):
         try:
             a = run()
@@ -393,20 +394,6 @@ def _sparse_study(pruned_model: bytes, heldout, ref) -> dict:
             out[name] = {"runs": False, "error": f"{type(e).__name__}: "
                                                   f"{(str(e).strip().splitlines() or [''])[0][:160]}"}
     return out
-
-
-def _run_no_delegate(model: bytes, obs) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    it = Interpreter(model_content=model,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = []
-    for row in np.asarray(obs, np.float32):
-        it.set_tensor(i["index"], row[None])
-        it.invoke()
-        out.append(it.get_tensor(o["index"])[0].copy())
-    return np.stack(out)
 
 
 # ------------------------------------------------------------------ report

@@ -257,9 +257,13 @@ def gzip_bytes(data: bytes) -> int:
 
 # ---------------------------------------------------------------- running
 
-def interpreter(model: bytes, num_threads: int = 1):
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=model, num_threads=num_threads)
+def interpreter(model: bytes, num_threads: int = 1, delegates: bool = True):
+    """A ready LiteRT interpreter; ``delegates=False`` runs the builtin kernels
+    only (no XNNPACK), the reference the sparse/TFLM comparisons use."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    kwargs = {} if delegates else {
+        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    it = Interpreter(model_content=model, num_threads=num_threads, **kwargs)
     it.allocate_tensors()
     return it
 
@@ -274,9 +278,9 @@ def io_details(model: bytes) -> dict:
             "output_quant": list(map(float, o["quantization"]))}
 
 
-def run(model: bytes, obs: Iterable[np.ndarray]) -> np.ndarray:
+def run(model: bytes, obs: Iterable[np.ndarray], delegates: bool = True) -> np.ndarray:
     """LiteRT actions for obs [N, obs_dim] (one [1, obs_dim] invoke each) -> [N, act_dim]."""
-    it = interpreter(model)
+    it = interpreter(model, delegates=delegates)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     out = []
     for row in np.asarray(obs, np.float32):
