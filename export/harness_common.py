@@ -69,6 +69,11 @@ PROFILE_NOTE = ("On this machine a profile emulates the board's core count (CPU 
                 "machine's, not the Pi's.")
 
 
+def dir_bytes(path: str) -> int:
+    """Total bytes of the files under ``path`` (a SavedModel, a checkpoint item)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
 def define_common_flags() -> None:
     """Flags every harness process understands (forwarded to child processes).
 

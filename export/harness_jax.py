@@ -21,10 +21,6 @@ _CKPT = flags.DEFINE_string("checkpoint", None, "Run dir, checkpoints/ dir or on
 DEFAULT_NAME = "JAX actor"
 
 
-def _dir_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
 class JaxPolicy:
     """jit(deterministic_action) on float32 [1, obs_dim], blocking until ready."""
 
@@ -90,7 +86,7 @@ def _main() -> int:
             hc.write_json(f.report, e.report)
         raise
     report["model"] = holder["p"].source
-    report["model_bytes"] = _dir_bytes(os.path.join(holder["p"].source, "policy"))
+    report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
     if f.report:
         hc.write_json(f.report, report)
     print(report["name"], "ok")

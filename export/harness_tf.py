@@ -20,10 +20,6 @@ _SAVED = flags.DEFINE_string("saved_model", None, "SavedModel directory.")
 DEFAULT_NAME = "TensorFlow SavedModel"
 
 
-def _dir_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
 class TFPolicy:
     """A SavedModel's serving signature (or its __call__) on float32 [1, obs_dim]."""
 
@@ -103,7 +99,7 @@ def _measure(harness_loop, constraints, import_runtime, load) -> dict:
             (flags.FLAGS.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
             episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
             warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
-            model_bytes=_dir_bytes(_SAVED.value))
+            model_bytes=hc.dir_bytes(_SAVED.value))
     except hc.BudgetExceeded as e:
         if f.report and getattr(e, "report", None):
             hc.write_json(f.report, e.report)
