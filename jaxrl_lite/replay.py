@@ -101,3 +101,42 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
     callers must not update before the buffer holds data."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
     return jax.tree_util.tree_map(lambda x: x[idx], buffer.data)
+
+
+def sample_n_step(buffer: ReplayBuffer, key: jax.Array, batch_size: int, n: int,
+                  num_envs: int, gamma: float) -> tuple[Transition, jax.Array]:
+    """Uniformly sample ``batch_size`` n-step transitions.
+
+    The buffer must be filled by whole vectorised steps of ``num_envs``
+    transitions with ``capacity % num_envs == 0``, so slot i always holds env
+    ``i % num_envs`` and the same env's next step sits ``num_envs`` slots later.
+    A start is drawn among the entries that already have n-1 successors; the
+    returned transition has
+
+        reward   = sum_{k<m} gamma^k r_{t+k}        (m <= n: stops after a done)
+        next_obs, terminated = those of step t+m-1 (pre-reset obs: a time-limit
+                               cut still bootstraps; a termination does not)
+
+    and the second output is the bootstrap discount gamma^m [B]. With n=1 this
+    is ``sample`` with discount gamma.
+    """
+    if buffer.capacity % num_envs:
+        raise ValueError(f"n-step sampling needs capacity ({buffer.capacity}) divisible by "
+                         f"num_envs ({num_envs})")
+    span = (n - 1) * num_envs                        # successors a start needs
+    count = jnp.maximum(buffer.size - span, 1)
+    oldest = (buffer.position - buffer.size) % buffer.capacity
+    start = (oldest + jax.random.randint(key, (batch_size,), 0, count)) % buffer.capacity
+    steps = (start[:, None] + num_envs * jnp.arange(n)[None, :]) % buffer.capacity   # [B, n]
+    reward = buffer.data.reward[steps]
+    done = jnp.maximum(buffer.data.terminated[steps], buffer.data.truncated[steps])
+    # alive[:, k] = 1 while no done happened strictly before step k.
+    alive = jnp.cumprod(jnp.concatenate([jnp.ones_like(done[:, :1]), 1.0 - done[:, :-1]], 1), 1)
+    discounts = gamma ** jnp.arange(n, dtype=jnp.float32)
+    last = jnp.take_along_axis(steps, (jnp.sum(alive, 1, dtype=jnp.int32) - 1)[:, None], 1)[:, 0]
+    data = buffer.data
+    out = Transition(obs=data.obs[start], action=data.action[start],
+                     reward=jnp.sum(reward * alive * discounts, 1),
+                     next_obs=data.next_obs[last], terminated=data.terminated[last],
+                     truncated=data.truncated[last])
+    return out, gamma ** jnp.sum(alive, 1)

@@ -103,3 +103,62 @@ def test_truncated_transitions_keep_pre_reset_next_obs():
     # ... while the env itself already reset (velocity back to zero).
     np.testing.assert_array_equal(np.asarray(state.obs[:, 2:]), 0.0)
     assert np.all(np.abs(d.next_obs[last, 2:]) > 0)
+
+
+# --- n-step returns --------------------------------------------------------------------
+
+def _n_step_reference(rewards, dones, terms, next_obs, start, n, gamma):
+    """Plain-Python n-step return of env-major step lists from ``start``."""
+    g, m = 0.0, 0
+    for k in range(n):
+        g += gamma ** k * rewards[start + k]
+        m = k + 1
+        if dones[start + k]:
+            break
+    last = start + m - 1
+    return g, next_obs[last], terms[last], gamma ** m
+
+
+def test_n_step_sample_matches_a_per_env_loop_across_wraparound_and_episode_ends():
+    num_envs, n, gamma, steps, capacity = 3, 3, 0.9, 11, 24   # 8 vectorised steps fit
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(steps, num_envs)).astype(np.float32)
+    term = (rng.uniform(size=(steps, num_envs)) < 0.15).astype(np.float32)
+    trunc = ((rng.uniform(size=(steps, num_envs)) < 0.15) * (1 - term)).astype(np.float32)
+    next_obs = rng.normal(size=(steps, num_envs, 2)).astype(np.float32)
+    buf = replay.init(capacity, 2, 1)
+    for t in range(steps):      # 11 steps x 3 envs = 33 > 24: the oldest are overwritten
+        buf = replay.insert(buf, replay.Transition(
+            obs=jnp.asarray(np.stack([np.full(2, 100 * t + e) for e in range(num_envs)])
+                            .astype(np.float32)),
+            action=jnp.zeros((num_envs, 1)), reward=jnp.asarray(rewards[t]),
+            next_obs=jnp.asarray(next_obs[t]), terminated=jnp.asarray(term[t]),
+            truncated=jnp.asarray(trunc[t])))
+    sample = jax.jit(lambda b, k: replay.sample_n_step(b, k, 512, n, num_envs, gamma))
+    batch, discount = sample(buf, jax.random.PRNGKey(3))
+    starts = set()
+    for i in range(512):
+        code = int(batch.obs[i, 0])
+        t, e = divmod(code, 100)
+        starts.add((t, e))
+        done = np.maximum(term[:, e], trunc[:, e])
+        g, nobs, tm, disc = _n_step_reference(rewards[:, e], done, term[:, e],
+                                              next_obs[:, e], t, n, gamma)
+        np.testing.assert_allclose(float(batch.reward[i]), g, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(batch.next_obs[i]), nobs)
+        assert float(batch.terminated[i]) == tm
+        np.testing.assert_allclose(float(discount[i]), disc, rtol=1e-6)
+    # Starts are exactly the stored steps that have n-1 successors: t in [3, 8].
+    assert starts == {(t, e) for t in range(steps - capacity // num_envs, steps - n + 1)
+                      for e in range(num_envs)}
+
+
+def test_n_step_one_equals_plain_sampling_distribution_and_rejects_bad_layout():
+    buf = replay.init(12, 3, 2)
+    buf = replay.insert(buf, _batch(0, 4))
+    batch, discount = replay.sample_n_step(buf, jax.random.PRNGKey(0), 64, 1, 4, 0.99)
+    np.testing.assert_array_equal(np.asarray(batch.next_obs[:, 0]),
+                                  np.asarray(batch.reward) + 0.5)
+    np.testing.assert_allclose(np.asarray(discount), 0.99)
+    with pytest.raises(ValueError, match="divisible by num_envs"):
+        replay.sample_n_step(buf, jax.random.PRNGKey(0), 8, 3, 5, 0.99)
