@@ -37,6 +37,32 @@ def test_target_policy_smoothing_hand_computed():
     np.testing.assert_allclose(np.asarray(out), [[1.0, -0.7, 0.1]], rtol=1e-6)
 
 
+def test_c51_projection_hand_computed_and_mean_preserving():
+    support = jnp.array([0.0, 1.0, 2.0, 3.0])
+    probs = jnp.array([[0.0, 1.0, 0.0, 0.0],      # all mass on atom 1
+                       [0.25, 0.25, 0.25, 0.25],
+                       [0.0, 0.0, 0.0, 1.0]])
+    reward = jnp.array([0.5, 2.25, 1.0])
+    bootstrap = jnp.array([1.0, 0.0, 0.5])        # 0: terminated, no bootstrap
+    out = np.asarray(losses.c51_projection(support, probs, reward, bootstrap))
+    # 1 -> 1.5: half to atom 1, half to atom 2.
+    np.testing.assert_allclose(out[0], [0, 0.5, 0.5, 0], atol=1e-6)
+    # Every atom -> 2.25: 0.75 to atom 2, 0.25 to atom 3.
+    np.testing.assert_allclose(out[1], [0, 0, 0.75, 0.25], atol=1e-6)
+    # 3 -> 1 + 0.5 * 3 = 2.5.
+    np.testing.assert_allclose(out[2], [0, 0, 0.5, 0.5], atol=1e-6)
+    # Random distributions: mass is conserved, and the mean is r + b * E[Z] while no
+    # shifted atom leaves [v_min, v_max].
+    support = jnp.linspace(-10.0, 10.0, 51)
+    p = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (64, 51)))
+    r = jax.random.uniform(jax.random.PRNGKey(1), (64,), minval=-1, maxval=1)
+    b = jax.random.uniform(jax.random.PRNGKey(2), (64,), minval=0, maxval=0.9)
+    proj = losses.c51_projection(support, p, r, b)
+    np.testing.assert_allclose(np.asarray(proj.sum(-1)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray((proj * support).sum(-1)),
+                               np.asarray(r + b * (p * support).sum(-1)), atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def filled():
     """A small config, its initial train state and a buffer filled by real env steps."""
@@ -75,6 +101,71 @@ def test_td3_target_with_networks_matches_hand_composition(filled):
                 * q.min(0))
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(y[:4]), np.asarray(batch.reward[:4]), rtol=1e-6)
+
+
+def test_c51_target_takes_the_target_critic_with_the_smaller_mean(filled):
+    cfg, _, ts = filled
+    cfg = dataclasses.replace(cfg, num_atoms=11, v_min=-5.0, v_max=5.0)
+    spec, critic, support = ac.policy_spec(cfg, 4, 2), ac._critic(cfg), cfg.support()
+    tcp = networks.init_critics(critic, jax.random.PRNGKey(3), 2, 4, 2)
+    batch = replay.sample(ts.buffer, jax.random.PRNGKey(1), 16)
+    batch = batch.replace(terminated=batch.terminated.at[:4].set(1.0))
+    discount = jnp.full((16,), 0.9).at[8:].set(0.81)      # n-step: per-transition discount
+    y = jax.jit(lambda: losses.td3_target(
+        spec, critic, ts.target_actor_params, tcp, ts.norm, batch, jax.random.PRNGKey(0),
+        gamma=discount, target_noise=0.2, noise_clip=0.5, target_smoothing=False,
+        clipped_double_q=True, support=support))()
+    a = networks.actor_action(spec, ts.target_actor_params, ts.norm, batch.next_obs)
+    probs = jax.nn.softmax(networks.critic_outputs(critic, tcp, ts.norm, batch.next_obs, a))
+    q = np.asarray((probs * support).sum(-1))
+    assert q.shape == (2, 16) and (q[0] < q[1]).any() and (q[1] < q[0]).any()
+    chosen = np.where((q[0] < q[1])[:, None], probs[0], probs[1])
+    expected = losses.c51_projection(support, jnp.asarray(chosen), batch.reward,
+                                     discount * (1 - batch.terminated))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), atol=1e-6)
+    # Terminated transitions: all mass around the reward alone.
+    np.testing.assert_allclose(np.asarray((y[:4] * support).sum(-1)),
+                               np.clip(np.asarray(batch.reward[:4]), -5, 5), atol=1e-5)
+
+
+def test_batch_renorm_trains_like_its_running_statistics_after_warmup():
+    brn = networks.BatchRenorm(momentum=0.0, warmup=1)   # momentum 0: running = last batch
+    x = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 5)) + 2.0
+    v = brn.init(jax.random.PRNGKey(1), x)
+    y, upd = brn.apply(v, x, train=True, mutable=["batch_stats"])   # warm-up: batch norm
+    np.testing.assert_allclose(np.asarray(y.mean(0)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y.std(0)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(upd["batch_stats"]["mean"]), np.asarray(x.mean(0)),
+                               rtol=1e-6)
+    v = {"params": v["params"], "batch_stats": upd["batch_stats"]}
+    x2 = 2.5 * jax.random.normal(jax.random.PRNGKey(2), (64, 5)) + 1.5
+    y_train, upd2 = brn.apply(v, x2, train=True, mutable=["batch_stats"])
+    y_eval = brn.apply(v, x2)
+    # Renormalised: the training output is what the running statistics give ...
+    np.testing.assert_allclose(np.asarray(y_train), np.asarray(y_eval), atol=1e-5)
+    # ... but the gradient still flows through the batch statistics.
+    g = jax.grad(lambda x: brn.apply(v, x, train=True, mutable=["batch_stats"])[0][0, 0])(x2)
+    assert np.count_nonzero(np.asarray(g)[1:]) > 0
+    assert float(upd2["batch_stats"]["calls"]) == 2.0
+
+
+@pytest.mark.parametrize("recipe", [
+    dict(n_step=3, num_atoms=21, v_min=-60.0, v_max=10.0, exploration_noise_ladder=True),
+    dict(n_step=2, critic_hidden=(32, 32, 32)),
+    dict(crossq=True, adam_b1=0.5, policy_delay=3, num_atoms=11, v_min=-60.0, v_max=5.0)])
+def test_recipe_options_train_on_point_mass(recipe):
+    cfg = ac.Config(**dict(SMALL, buffer_size=240, **recipe))
+    env = envs.make("PointMass-v0", num_envs=cfg.num_envs)
+    ts = ac.init(cfg, env, jax.random.PRNGKey(0))
+    assert [p.shape[-1] for p in jax.tree_util.tree_leaves(ts.critic_params)
+            if p.ndim == 3][-1] == max(cfg.num_atoms, 1)
+    initial = jax.tree_util.tree_map(np.asarray, (ts.actor_params, ts.critic_params))
+    iteration = ac.make_train_iteration(cfg, env)
+    for _ in range(3):
+        ts, m = iteration(ts)
+    assert all(np.isfinite(float(v)) for v in m.values())
+    assert float(m["critic_updates"]) > 0 and float(m["actor_updates"]) > 0
+    assert not _leaves_close((ts.actor_params, ts.critic_params), initial)
 
 
 def test_truncated_transitions_bootstrap(filled):
@@ -196,6 +287,11 @@ def test_checkpoint_state_drops_buffer_only_by_flag(filled):
     (dict(updates_per_step=0, utd_ratio=0.01), "utd_ratio * num_envs must round to >= 1"),
     (dict(exploration_noise=0.1, exploration_noise_final=0.3),
      "exploration_noise_final (0.3) must be <= exploration_noise (0.1)"),
+    (dict(n_step=0), "n_step must be a positive integer"),
+    (dict(n_step=3, buffer_size=250), "n_step > 1 needs buffer_size (250) divisible by"),
+    (dict(num_atoms=1), "num_atoms must be 0 (scalar critics) or >= 2"),
+    (dict(num_atoms=51, v_min=5.0, v_max=-5.0), "C51 needs finite v_min < v_max"),
+    (dict(critic_hidden=(64, 0)), "critic_hidden must be positive layer sizes"),
 ])
 def test_config_validation_one_line_errors(change, message):
     cfg = ac.Config(**dict(SMALL, **change))
@@ -326,3 +422,54 @@ def test_launcher_trains_ac_and_resumes_bit_exactly(tmp_path):
     bundle = checkpoint.load_policy(a)
     assert (bundle.algo, bundle.spec.env, bundle.step) == ("ac", "PointMass-v0", 640)
     assert bundle.spec.hidden_sizes == (16, 16) and bundle.spec.activation == "relu"
+
+
+def test_ignored_observation_features_stay_exactly_out_of_the_deployed_policy():
+    cfg = ac.Config(**dict(SMALL, observation_features=2))
+    env = envs.make("PointMass-v0", num_envs=cfg.num_envs)       # obs 4, action 2
+    ts = ac.init(cfg, env, jax.random.PRNGKey(0))
+    iteration = ac.make_train_iteration(cfg, env)
+    for _ in range(3):
+        ts, m = iteration(ts)
+    assert float(m["actor_updates"]) > 0
+    actor_k = np.asarray(ts.actor_params["params"]["hidden_0"]["kernel"])      # [4, h]
+    critic_k = np.asarray(ts.critic_params["params"]["hidden_0"]["kernel"])    # [K, 6, h]
+    assert actor_k[:2].any() and not actor_k[2:].any()
+    assert not critic_k[:, 2:4].any() and critic_k[:, 4:].any() and critic_k[:, :2].any()
+    # The deployed function ignores features 2 and 3 whatever they hold.
+    spec, params, norm = ac.policy_parts(cfg, ts)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (8, 4))
+    moved = obs.at[:, 2:].set(100.0)
+    np.testing.assert_array_equal(
+        np.asarray(policy.deterministic_action(spec, params, norm, obs)),
+        np.asarray(policy.deterministic_action(spec, params, norm, moved)))
+    with pytest.raises(ValueError, match="observation_features \\(5\\) exceeds"):
+        ac.init(dataclasses.replace(cfg, observation_features=5), env, jax.random.PRNGKey(0))
+
+
+# --- the recipe flag files stay valid configurations -----------------------------------
+
+def test_recipe_flag_files_parse_into_valid_configs():
+    import glob
+    import os
+
+    from experiments.ac_recipes import recipe_config
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        names = [os.path.basename(p)[:-6] for p in
+                 glob.glob("experiments/configs/ac_recipes/*.flags")]
+        configs = {n: ac.Config(**recipe_config(n)) for n in names}
+        presets = {n: ac.Config(**recipe_config(f"experiments/configs/{n}.flags"))
+                   for n in ("ac_cpu", "ac_gpu", "ac_smoke")}
+    finally:
+        os.chdir(old)
+    assert {"td3", "td3_nstep", "fasttd3", "crossq"} <= set(configs)
+    for c in list(configs.values()) + list(presets.values()):
+        c.validate()
+    td3 = configs["td3"]     # plain TD3 stays reachable by flags
+    assert (td3.n_step, td3.num_atoms, td3.crossq, td3.twin_critics, td3.policy_delay,
+            td3.batch_size, td3.hidden) == (1, 0, False, True, 2, 256, (256, 256))
+    assert configs["fasttd3"].num_atoms == 101 and configs["fasttd3"].exploration_noise_ladder
+    assert configs["crossq"].crossq and configs["crossq"].adam_b1 == 0.5

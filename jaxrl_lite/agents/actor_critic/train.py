@@ -14,7 +14,15 @@ One training iteration (one ``jax.jit`` call, no Python loop per step) is a
    (``lax.scan``): a critic update each time, and every ``policy_delay``-th
    time an actor update followed by Polyak target updates (TD3).
 
-Plain DDPG is ``--twin_critics=false --target_smoothing=false --policy_delay=1``.
+Plain DDPG is ``--twin_critics=false --target_smoothing=false --policy_delay=1``;
+plain TD3 is the defaults. Later ideas are flags, each measured in WORKSPACE.md's
+recipe table (``experiments/configs/ac_recipes/``): ``n_step`` returns,
+distributional C51 critics (``num_atoms``, ``v_min``, ``v_max``), a FastTD3
+per-env exploration ladder (``exploration_noise_ladder``), CrossQ's target-free
+BatchRenorm critics (``crossq``, ``adam_b1``), critics sized apart from the
+deployed actor (``critic_hidden``), and networks that read only the first
+``observation_features`` inputs (their other input weights stay exactly zero, so
+the exported policy still takes the whole observation).
 Shapes: N = num_envs, T = steps_per_iteration, B = batch_size, C = buffer_size.
 """
 from __future__ import annotations
@@ -51,7 +59,10 @@ class Config:
     buffer_size: int = _f(1_000_000, "replay buffer capacity in transitions "
                           "(Ant: 4*(2*105+8+3) B = 884 B each, 1M ~ 0.9 GB)")
     batch_size: int = _f(256, "transitions per gradient update")
-    hidden: tuple[int, ...] = _f((256, 256), "hidden layer sizes of actor and critics")
+    hidden: tuple[int, ...] = _f((256, 256), "hidden layer sizes of the actor (and of the "
+                                 "critics unless critic_hidden is set)")
+    critic_hidden: tuple[int, ...] = _f((), "hidden layer sizes of the critics "
+                                        "(empty = same as hidden)")
     activation: str = _f("relu", "hidden activation: relu|tanh|elu|silu")
     actor_layer_norm: bool = _f(False, "LayerNorm in the actor's hidden layers "
                                 "(exported with the actor)")
@@ -62,6 +73,15 @@ class Config:
     discount: float = _f(0.99, "discount factor gamma, in [0, 1)")
     tau: float = _f(0.005, "Polyak factor of the target networks, in (0, 1]")
     reward_scale: float = _f(1.0, "multiply rewards by this before learning")
+    n_step: int = _f(1, "n-step returns: sum up to n discounted rewards before bootstrapping "
+                     "(stops at episode ends); needs buffer_size divisible by num_envs")
+    num_atoms: int = _f(0, "0 = scalar critics (MSE); > 1 = distributional C51 critics with "
+                        "this many return atoms in [v_min, v_max] (cross-entropy loss)")
+    v_min: float = _f(-10.0, "C51: lowest return atom (in reward_scale'd units)")
+    v_max: float = _f(100.0, "C51: highest return atom (in reward_scale'd units)")
+    crossq: bool = _f(False, "CrossQ: no target networks; BatchRenorm critics evaluated on "
+                      "[s; s'] in one pass (target from the s' half, gradient stopped)")
+    adam_b1: float = _f(0.9, "Adam beta1 of both optimisers (CrossQ uses 0.5)")
     twin_critics: bool = _f(True, "TD3 clipped double-Q: two critics, target uses their min")
     target_smoothing: bool = _f(True, "TD3 target policy smoothing noise")
     target_noise: float = _f(0.2, "std of the target policy smoothing noise")
@@ -71,11 +91,19 @@ class Config:
     exploration_noise_final: float = _f(0.05, "final std of the exploration noise")
     exploration_decay_steps: int = _f(
         0, "env steps of linear exploration-noise decay after warm-up (0 = total_steps)")
+    exploration_noise_ladder: bool = _f(
+        False, "per-env exploration std (FastTD3): env i uses a fixed std spread linearly "
+        "from exploration_noise_final (env 0) to exploration_noise (env N-1), no decay")
     warmup_steps: int = _f(25_000, "env steps of uniform random actions before learning")
     updates_per_step: int = _f(
         0, "gradient updates per vectorised env step (0 = round(utd_ratio * num_envs))")
     utd_ratio: float = _f(1.0, "gradient updates per collected transition, used when "
                           "updates_per_step=0")
+    observation_features: int = _f(
+        0, "use only the first K observation features (0 = all): the input rows of the "
+        "other features stay zero in actor and critics, so the exported policy still takes "
+        "the full observation and ignores them exactly (Ant-v5: 27 = positions and "
+        "velocities, without the 78 contact forces)")
     normalize_observations: bool = _f(True, "running mean/std observation normalisation")
     checkpoint_replay_buffer: bool = _f(
         True, "save the replay buffer in checkpoints (needed for a bit-exact --resume; "
@@ -98,7 +126,7 @@ class Config:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
 
         for name in ("num_envs", "total_steps", "steps_per_iteration", "buffer_size",
-                     "batch_size", "policy_delay"):
+                     "batch_size", "policy_delay", "n_step"):
             positive_int(name)
         for name in ("actor_learning_rate", "critic_learning_rate", "reward_scale"):
             positive(name)
@@ -106,7 +134,8 @@ class Config:
                      "exploration_noise", "exploration_noise_final", "exploration_decay_steps",
                      "warmup_steps", "updates_per_step", "utd_ratio"):
             non_negative(name)
-        for name in ("exploration_decay_steps", "warmup_steps", "updates_per_step"):
+        for name in ("exploration_decay_steps", "warmup_steps", "updates_per_step", "num_atoms",
+                     "observation_features"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"{name} must be an integer, got {v!r}")
@@ -114,6 +143,24 @@ class Config:
                                   for h in self.hidden):
             raise ValueError(f"hidden must be positive layer sizes like 256,256, "
                              f"got {self.hidden!r}")
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1
+               for h in self.critic_hidden):
+            raise ValueError(f"critic_hidden must be positive layer sizes like 256,256 (or "
+                             f"empty), got {self.critic_hidden!r}")
+        if self.n_step > 1 and self.buffer_size % self.num_envs:
+            raise ValueError(f"n_step > 1 needs buffer_size ({self.buffer_size}) divisible by "
+                             f"num_envs ({self.num_envs})")
+        if self.n_step > 1 and self.buffer_size < (self.n_step + 1) * self.num_envs:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must hold n_step + 1 = "
+                             f"{self.n_step + 1} vectorised steps of {self.num_envs} envs")
+        if not (0.0 <= self.adam_b1 < 1.0):
+            raise ValueError(f"adam_b1 must be in [0, 1), got {self.adam_b1!r}")
+        if self.num_atoms == 1:
+            raise ValueError("num_atoms must be 0 (scalar critics) or >= 2 (C51), got 1")
+        if self.num_atoms > 1 and not (math.isfinite(self.v_min) and math.isfinite(self.v_max)
+                                       and self.v_min < self.v_max):
+            raise ValueError(f"C51 needs finite v_min < v_max, got v_min={self.v_min!r}, "
+                             f"v_max={self.v_max!r}")
         if not (0.0 < self.tau <= 1.0):
             raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
         if not (0.0 <= self.discount < 1.0):
@@ -144,6 +191,15 @@ class Config:
 
     def num_critics(self) -> int:
         return 2 if self.twin_critics else 1
+
+    def critic_sizes(self) -> tuple[int, ...]:
+        return tuple(self.critic_hidden) or tuple(self.hidden)
+
+    def support(self) -> jax.Array | None:
+        """C51 return atoms [num_atoms], or None for scalar critics."""
+        if self.num_atoms < 2:
+            return None
+        return jnp.linspace(self.v_min, self.v_max, self.num_atoms, dtype=jnp.float32)
 
 
 @struct.dataclass
@@ -184,17 +240,22 @@ def policy_spec(config: Config, obs_dim: int, act_dim: int, env_name: str = "") 
 
 
 def _critic(config: Config):
-    return networks.critic_module(config.hidden, config.activation, config.critic_layer_norm)
+    return networks.critic_module(config.critic_sizes(), config.activation,
+                                  config.critic_layer_norm, max(config.num_atoms, 1),
+                                  batch_renorm=config.crossq)
 
 
 def _optimizer(config: Config, learning_rate: float):
-    adam = optax.adam(learning_rate)
+    adam = optax.adam(learning_rate, b1=config.adam_b1)
     if config.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
     return adam
 
 
 def _check_env(config: Config, env) -> None:
+    if config.observation_features > env.observation_size:
+        raise ValueError(f"observation_features ({config.observation_features}) exceeds the "
+                         f"observation size {env.observation_size}")
     if env.num_envs != config.num_envs:
         raise ValueError(f"env has num_envs={env.num_envs}, config says {config.num_envs}")
     if not env.auto_reset:
@@ -214,9 +275,9 @@ def init(config: Config, env, key: jax.Array) -> TrainState:
                  "saved in checkpoints (bit-exact resume)" if config.checkpoint_replay_buffer
                  else "NOT saved in checkpoints (resume refills it; not bit-exact)")
     k_actor, k_critic, k_env, k_run = jax.random.split(key, 4)
-    actor_params = init_actor_params(spec, k_actor)
-    critic_params = networks.init_critics(critic, k_critic, config.num_critics(),
-                                          obs_dim, act_dim)
+    actor_params = ignore_input_rows(config, init_actor_params(spec, k_actor), obs_dim)
+    critic_params = ignore_input_rows(config, networks.init_critics(
+        critic, k_critic, config.num_critics(), obs_dim, act_dim), obs_dim)
     ts = TrainState(
         actor_params=actor_params,
         critic_params=critic_params,
@@ -238,9 +299,30 @@ def init(config: Config, env, key: jax.Array) -> TrainState:
     return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), ts)
 
 
+def ignore_input_rows(config: Config, params, obs_dim: int):
+    """Zero the first layer's input rows of the ignored observation features
+    (rows observation_features .. obs_dim-1; a critic's action rows after them stay).
+    params: actor or stacked-critic Flax params, or their gradients (first kernel
+    [..., inputs, hidden]). Applied to the initial params and to every gradient, so
+    those rows stay exactly zero and the deployed policy ignores those features."""
+    if not config.observation_features or config.observation_features >= obs_dim:
+        return params
+    first = params["params"]["hidden_0"]
+    rows = jnp.arange(first["kernel"].shape[-2])
+    drop = (rows >= config.observation_features) & (rows < obs_dim)
+    kernel = jnp.where(drop[:, None], 0.0, first["kernel"])
+    return dict(params, params=dict(params["params"], hidden_0=dict(first, kernel=kernel)))
+
+
 def exploration_std(config: Config, env_steps: jax.Array) -> jax.Array:
-    """Linear decay from exploration_noise to exploration_noise_final over
-    exploration_decay_steps (0 = total_steps) env steps after the warm-up."""
+    """Exploration std: [] decaying linearly from exploration_noise to
+    exploration_noise_final over exploration_decay_steps (0 = total_steps) env
+    steps after the warm-up; or, with exploration_noise_ladder, a fixed [N, 1]
+    ladder from exploration_noise_final (env 0) to exploration_noise (env N-1)."""
+    if config.exploration_noise_ladder:
+        frac = jnp.linspace(0.0, 1.0, config.num_envs, dtype=jnp.float32)[:, None]
+        return (config.exploration_noise_final
+                + frac * (config.exploration_noise - config.exploration_noise_final))
     horizon = config.exploration_decay_steps or max(config.total_steps - config.warmup_steps, 1)
     frac = jnp.clip((env_steps - config.warmup_steps) / horizon, 0.0, 1.0)
     return (config.exploration_noise
@@ -256,33 +338,57 @@ def make_update(config: Config, spec: PolicySpec):
     """-> update(train_state, key) -> (train_state, metrics): one critic update,
     plus (every ``policy_delay``-th call) an actor update and target updates."""
     critic = _critic(config)
+    support = config.support()
     actor_opt = _optimizer(config, config.actor_learning_rate)
     critic_opt = _optimizer(config, config.critic_learning_rate)
 
     def update(ts: TrainState, key: jax.Array):
         k_sample, k_target = jax.random.split(key)
-        batch = replay.sample(ts.buffer, k_sample, config.batch_size)
+        if config.n_step > 1:
+            batch, discount = replay.sample_n_step(ts.buffer, k_sample, config.batch_size,
+                                                   config.n_step, config.num_envs,
+                                                   config.discount)
+        else:
+            batch, discount = replay.sample(ts.buffer, k_sample, config.batch_size), \
+                config.discount
         batch = batch.replace(reward=batch.reward * config.reward_scale)
-        target = losses.td3_target(
-            spec, critic, ts.target_actor_params, ts.target_critic_params, ts.norm, batch,
-            k_target, gamma=config.discount, target_noise=config.target_noise,
-            noise_clip=config.target_noise_clip, target_smoothing=config.target_smoothing,
-            clipped_double_q=config.twin_critics)
-        (c_loss, aux), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-            ts.critic_params, critic, ts.norm, batch, target)
+        if config.crossq:
+            noise = config.target_noise if config.target_smoothing else 0.0
+            next_action = losses.next_actions(spec, ts.actor_params, ts.norm, batch.next_obs,
+                                              k_target, noise, config.target_noise_clip)
+            (c_loss, aux), c_grads = jax.value_and_grad(losses.crossq_critic_loss,
+                                                        has_aux=True)(
+                ts.critic_params, critic, ts.norm, batch, next_action, gamma=discount,
+                clipped_double_q=config.twin_critics, support=support)
+            target = aux["target"]
+        else:
+            target = losses.td3_target(
+                spec, critic, ts.target_actor_params, ts.target_critic_params, ts.norm, batch,
+                k_target, gamma=discount, target_noise=config.target_noise,
+                noise_clip=config.target_noise_clip, target_smoothing=config.target_smoothing,
+                clipped_double_q=config.twin_critics, support=support)
+            (c_loss, aux), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+                ts.critic_params, critic, ts.norm, batch, target, support)
+        c_grads = ignore_input_rows(config, c_grads, spec.obs_dim)
         c_updates, critic_opt_state = critic_opt.update(c_grads, ts.critic_opt_state,
                                                         ts.critic_params)
         critic_params = optax.apply_updates(ts.critic_params, c_updates)
+        if config.crossq:   # running statistics come from the pass, not the optimiser
+            critic_params = dict(critic_params, batch_stats=aux["params"]["batch_stats"])
         updates = ts.updates + 1
         ts = ts.replace(critic_params=critic_params, critic_opt_state=critic_opt_state,
                         updates=updates)
 
         def actor_and_targets(ts: TrainState):
             a_loss, a_grads = jax.value_and_grad(losses.actor_loss)(
-                ts.actor_params, spec, critic, ts.critic_params, ts.norm, batch.obs)
+                ts.actor_params, spec, critic, ts.critic_params, ts.norm, batch.obs, support)
+            a_grads = ignore_input_rows(config, a_grads, spec.obs_dim)
             a_updates, actor_opt_state = actor_opt.update(a_grads, ts.actor_opt_state,
                                                           ts.actor_params)
             actor_params = optax.apply_updates(ts.actor_params, a_updates)
+            if config.crossq:   # no target networks
+                return ts.replace(actor_params=actor_params,
+                                  actor_opt_state=actor_opt_state), a_loss
             return ts.replace(
                 actor_params=actor_params, actor_opt_state=actor_opt_state,
                 target_actor_params=_polyak(ts.target_actor_params, actor_params, config.tau),
@@ -297,9 +403,11 @@ def make_update(config: Config, spec: PolicySpec):
         small, a_loss = jax.lax.cond(do_actor, actor_and_targets, skip,
                                      ts.replace(buffer=None, env_state=None))
         ts = small.replace(buffer=ts.buffer, env_state=ts.env_state)
+        target_mean = (jnp.mean(target) if support is None
+                       else jnp.mean(jnp.sum(target * support, -1)))
         metrics = {"loss/critic": c_loss, "loss/actor": a_loss,
                    "actor_updates": do_actor.astype(jnp.float32), "q_mean": aux["q_mean"],
-                   "target_mean": jnp.mean(target)}
+                   "target_mean": target_mean}
         return ts, metrics
 
     return update
@@ -370,7 +478,8 @@ def make_train_iteration(config: Config, env):
             zeros = {k: jnp.zeros((), jnp.float32) for k in update_metric_names}
             return ts, dict(zeros, learned=jnp.zeros((), jnp.float32))
 
-        ready = (ts.env_steps >= config.warmup_steps) & (buffer.size >= config.batch_size)
+        ready = ((ts.env_steps >= config.warmup_steps) & (buffer.size >= config.batch_size)
+                 & (buffer.size >= config.n_step * config.num_envs))
         small, m = jax.lax.cond(ready, learn, wait, ts.replace(buffer=None, env_state=None))
         return small.replace(buffer=buffer, env_state=env_state), m
 
@@ -385,7 +494,7 @@ def make_train_iteration(config: Config, env):
                                  / jnp.maximum(n_actor, 1.0))
         metrics["actor_updates"] = n_actor
         metrics["critic_updates"] = learned * n_updates
-        metrics["exploration_std"] = exploration_std(config, ts.env_steps)
+        metrics["exploration_std"] = jnp.mean(exploration_std(config, ts.env_steps))
         metrics["buffer_size"] = ts.buffer.size
         info = ts.env_state.info
         has_done = info["completed_count"] > 0
