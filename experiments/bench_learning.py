@@ -33,6 +33,19 @@ _SKIP_TRAIN = flags.DEFINE_boolean("eval_only", False, "Skip training: evaluate 
                                    "checkpoint already in --out_dir.")
 
 
+def _update_figures(rc, summary) -> dict:
+    """Gradient updates, updates/s and how many sampled transitions each collected
+    one fed (the actor-critic's compute figures); {} for agents without updates."""
+    updates = getattr(summary["state"], "updates", None)
+    if updates is None:
+        return {}
+    updates = int(updates)
+    batch = int(rc.agent_config.batch_size)
+    return {"updates": updates, "batch_size": batch,
+            "updates_per_s": updates / max(summary["wall_s"], 1e-9),
+            "sampled_per_collected": updates * batch / max(summary["env_steps"], 1)}
+
+
 def main(argv):
     if len(argv) > 1:
         train._fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
@@ -71,6 +84,7 @@ def main(argv):
             "train_episode_return_mean_last": last.get("episode_return_mean"),
             "eval_return_mean_last": last.get("eval/return_mean"),
         })
+        report.update(_update_figures(rc, summary))
     import jax
     report["device"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     report["cpu_count"] = os.cpu_count()
@@ -84,7 +98,7 @@ def main(argv):
         json.dump(report, f, indent=1)
     print(json.dumps({k: report.get(k) for k in (
         "algo", "return_mean", "return_std", "env_steps", "train_wall_s", "env_steps_per_s",
-        "compile_s")}))
+        "updates_per_s", "compile_s")}))
     logging.info("report written to %s", path)
 
 

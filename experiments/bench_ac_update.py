@@ -1,0 +1,118 @@
+"""Cost of one actor-critic gradient update, against this machine's matmul ceiling.
+
+    python -m experiments.bench_ac_update --recipes=td3,td3_nstep,fasttd3,crossq \
+        [--updates=40] [--repeats=3] [--out=bench_ac_update.json]
+
+For each recipe (``experiments/configs/ac_recipes/NAME.flags`` or a flag-file path):
+a replay buffer of the recipe's size filled with random transitions, then a jitted
+``lax.scan`` of ``--updates`` updates exactly as the training iteration runs them
+(buffer closed over, not carried). Reports ms per update, updates/s, sampled
+transitions per second, XLA's FLOP count of one update (``cost_analysis``), the
+GFLOP/s reached and that as a fraction of the same run's dense float32 matmul
+ceiling (best of 1024^2 and 2048^2 products on all cores).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from absl import app, flags
+
+from experiments.ac_recipes import recipe_config
+
+_RECIPES = flags.DEFINE_list("recipes", ["td3", "td3_nstep", "fasttd3", "crossq"],
+                             "Recipe names or flag-file paths.")
+_UPDATES = flags.DEFINE_integer("updates", 40, "Updates per timed scan.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed scans (best kept).")
+_OUT = flags.DEFINE_string("out", "bench_ac_update.json", "JSON output ('' to skip).")
+
+
+def matmul_ceiling(repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of a square matmul on this device."""
+    import jax
+    import jax.numpy as jnp
+
+    best = 0.0
+    for m in (1024, 2048):
+        a = jnp.ones((m, m), jnp.float32)
+        f = jax.jit(lambda a: a @ a)
+        f(a).block_until_ready()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a).block_until_ready()
+            best = max(best, 2 * m ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def time_updates(config, n: int, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl_lite import envs, replay
+    from jaxrl_lite.agents.actor_critic import train as ac
+
+    env = envs.make("Ant-v5", backend="mujoco", num_envs=config.num_envs)
+    key = jax.random.PRNGKey(0)
+    ts = ac.init(config, env, key)
+    data = jax.tree_util.tree_map(
+        lambda x: jax.random.normal(key, x.shape, x.dtype), ts.buffer.data)
+    data = data.replace(terminated=jnp.zeros_like(data.terminated),
+                        truncated=jnp.zeros_like(data.truncated))
+    buffer = replay.ReplayBuffer(data=data, position=jnp.zeros((), jnp.int32),
+                                 size=jnp.asarray(ts.buffer.capacity, jnp.int32))
+    update = ac.make_update(config, ac.policy_spec(config, env.observation_size,
+                                                   env.action_size))
+    small = ts.replace(buffer=None, env_state=None)
+
+    def one(small, k):
+        out, m = update(small.replace(buffer=buffer), k)
+        return out.replace(buffer=None), m["loss/critic"]
+
+    flops = jax.jit(one).lower(small, key).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
+    many = jax.jit(lambda s, k: jax.lax.scan(one, s, jax.random.split(k, n)))
+    jax.block_until_ready(many(small, key))
+    best = float("inf")
+    for r in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(many(small, jax.random.fold_in(key, r)))
+        best = min(best, (time.perf_counter() - t) / n)
+    return {"ms_per_update": best * 1e3, "updates_per_s": 1 / best,
+            "samples_per_s": config.batch_size / best, "gflop_per_update": flops / 1e9,
+            "gflop_per_s": flops / best / 1e9}
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"bench_ac_update: error: unexpected arguments: {' '.join(argv[1:])}")
+    from jaxrl_lite.agents.actor_critic import train as ac
+    try:
+        configs = {name: ac.Config(**recipe_config(name)) for name in _RECIPES.value}
+        for c in configs.values():
+            c.validate()
+    except (ValueError, OSError) as e:
+        sys.exit(f"bench_ac_update: error: {e}")
+    ceiling = matmul_ceiling()
+    rows = []
+    for name, config in configs.items():
+        row = {"recipe": name, "batch_size": config.batch_size,
+               "critic_hidden": list(config.critic_sizes()), **time_updates(
+                   config, _UPDATES.value, _REPEATS.value)}
+        row["fraction_of_ceiling"] = row["gflop_per_s"] / ceiling
+        rows.append(row)
+    print(f"dense float32 matmul ceiling: {ceiling:.0f} GFLOP/s")
+    print("| recipe | batch | critics | ms/update | updates/s | samples/s | GFLOP/update | "
+          "GFLOP/s | of ceiling |\n|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['batch_size']} | {r['critic_hidden']} | "
+              f"{r['ms_per_update']:.2f} | {r['updates_per_s']:.0f} | {r['samples_per_s']:,.0f} "
+              f"| {r['gflop_per_update']:.3f} | {r['gflop_per_s']:.0f} | "
+              f"{r['fraction_of_ceiling']:.0%} |")
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump({"matmul_ceiling_gflop_per_s": ceiling, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
