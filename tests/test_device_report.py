@@ -1,0 +1,62 @@
+"""The GPU-day report at toy sizes on the CPU: every stage runs, the GPU presets train a
+few iterations on the MJX backend, and the report has the shape WORKSPACE.md quotes."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _report(*args, timeout=1500):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.setdefault("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
+    return subprocess.run([sys.executable, "-m", "experiments.device_report", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_dry_run_writes_every_stage_and_trains_the_gpu_presets_on_mjx(tmp_path):
+    proc = _report("--dry_run", f"--out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.load(open(tmp_path / "device_report.json"))
+    stages = report["stages"]
+    assert list(stages) == ["environment", "parity", "env_throughput", "ppo_learning",
+                            "ac_learning"]
+    assert all(s["status"] == "ok" for s in stages.values()), stages
+    assert stages["environment"]["result"]["backend"] == "cpu"
+    for precision in ("highest", "default"):
+        rows = stages["parity"]["result"]["precision"][precision]
+        assert rows["obs_qpos"]["p50"] <= rows["obs_qpos"]["max"] < 1.0
+        assert rows["terminated_mismatch"] == 0
+    (row,) = stages["env_throughput"]["result"]["rows"]
+    assert row["backend"] == "mjx" and row["env_steps_per_s"] > 0
+    for algo in ("ppo", "ac"):
+        res = stages[f"{algo}_learning"]["result"]
+        assert res["backend"] == "mjx" and res["algo"] == algo and res["env_steps"] > 0
+        assert math.isfinite(res["return_mean"])
+        config = json.load(open(tmp_path / f"{algo}_run" / "config.json"))
+        preset = {line.split("=")[0][2:]: line.strip().split("=", 1)[1]
+                  for line in open(os.path.join(ROOT, "experiments", "configs",
+                                                f"{algo}_gpu.flags"))
+                  if line.startswith("--") and "=" in line}
+        # The preset's network shapes were trained, not toy ones.
+        for key in ("policy_hidden", "value_hidden", "hidden", "critic_hidden"):
+            if key in preset:
+                assert config[key] == [int(x) for x in preset[key].split(",")], key
+    md = open(tmp_path / "device_report.md").read()
+    assert "| highest | obs_qvel |" in md and "| ppo_gpu |" in md and "| ac_gpu |" in md
+
+
+def test_bad_flags_get_one_line(tmp_path):
+    for args, message in ((["--stages=parity,bogus"], "unknown --stages bogus"),
+                          (["--budget_s=0"], "--budget_s must be positive"),
+                          (["--env_batch_sizes=12,x"], "--env_batch_sizes must be positive")):
+        proc = _report(f"--out_dir={tmp_path}", *args, timeout=120)
+        assert proc.returncode != 0
+        last = proc.stderr.strip().splitlines()[-1]
+        assert message in last and "Traceback" not in proc.stderr
+    assert not os.listdir(tmp_path)
