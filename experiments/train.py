@@ -1,4 +1,4 @@
-"""The one training launcher (CONTRACTS.md section 2), for every algorithm.
+"""The one training launcher (WORKSPACE.md, "Public interfaces"), for every algorithm.
 
     python -m experiments.train --algo=ppo|ac --env=Ant-v5 --backend=auto|mjx|mujoco \
         --num_envs=N --total_steps=S --seed=K --out_dir=DIR [--resume] [--flagfile=F]

@@ -5,7 +5,7 @@ r"""Export a trained actor: SavedModel, TFLite variants, ONNX, TFLite-Micro C ar
 
 Everything is built in a temporary directory next to ``out_dir`` and renamed
 into place at the end, so an interrupted export never looks complete. The
-output (CONTRACTS.md section 3): ``saved_model/``, ``actor_{fp32,fp16,dynamic,
+output (WORKSPACE.md, "Public interfaces"): ``saved_model/``, ``actor_{fp32,fp16,dynamic,
 int8,pruned_int8}.tflite``, ``actor.onnx``, ``micro/actor_model.{h,cc}`` and
 ``manifest.json`` with per-variant bytes, gzip bytes, sparsity, ops and action
 error against the JAX actor on held-out real Ant-v5 observations.

@@ -9,7 +9,7 @@ compared: observation blocks, each reward term, terminated, truncated.
 Why the tolerances are percentiles (measured: see the report in
 experiments/bench_env.py --solver_table and the numbers in comments below).
 MJX runs in float32 and, at plane-capsule contacts, builds a different
-friction-pyramid tangent frame than MuJoCo C (PHYSICS-NOTES), so with
+friction-pyramid tangent frame than MuJoCo C (WORKSPACE.md, "Physics facts"), so with
 gymnasium's pyramidal cone roughly one contact state in ten ends the step
 with a visibly different velocity. Most states agree to float32 precision.
 The same pipeline with ``cone="elliptic"`` in both engines removes that

@@ -5,7 +5,7 @@ actor (jaxrl_lite.policy's network, random weights, normaliser fitted on real
 Ant-v5 observations) saved as a jaxrl_lite checkpoint, and the same function
 in TensorFlow exported as a SavedModel, an fp32 .tflite, a float-I/O int8
 .tflite and a full-int8 TFLite-Micro C array, with a manifest.json in the
-CONTRACTS.md section 3 format. Every CLI run is a real subprocess.
+format WORKSPACE.md documents ("Public interfaces"). Every CLI run is a real subprocess.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ An agent module (``get("ppo")`` / ``get("ac")``) provides:
     are limited to ``int``, ``float``, ``bool``, ``str`` and ``tuple[int, ...]``
     (flag syntax ``--hidden=64,64``). Put the help text in
     ``dataclasses.field(metadata={"help": "..."})``. Two fields are required in
-    every Config, and the launcher documents them as CONTRACTS.md flags:
+    every Config, and the launcher documents them as public flags (WORKSPACE.md):
       ``num_envs: int``     parallel training environments;
       ``total_steps: int``  env steps to train for (schedules may use it).
     A field both algorithms define (e.g. ``learning_rate``) may have different

@@ -54,7 +54,7 @@ def resolve_backend(backend: str) -> str:
 
 def make(name: str, backend: str = "auto", num_envs: int = 1, auto_reset: bool = True,
          **kwargs) -> Env:
-    """Build a batched environment. See CONTRACTS.md section 1."""
+    """Build a batched environment (WORKSPACE.md, "Public interfaces")."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(_REGISTRY)}")
     backend = resolve_backend(backend)

@@ -13,7 +13,7 @@ The formulas follow gymnasium 1.x ``gymnasium/envs/mujoco/ant_v5.py``:
 * reward = forward + healthy - ctrl_cost - contact_cost, where forward is the
   x-velocity of ``main_body`` computed from its ``xpos`` before and after the
   ``frame_skip`` substeps (``xpos`` after an RK4 step belongs to the last RK4
-  stage, see PHYSICS-NOTES: take it from the physics data, never from qpos),
+  stage (WORKSPACE.md, "Physics facts"): take it from the physics data, never from qpos),
   ctrl_cost uses the action *as given* (not clipped), contact_cost uses the
   clipped ``cfrc_ext`` of every body (the world row is zero).
 * healthy = every entry of (qpos, qvel) finite and ``z = qpos[2]`` inside

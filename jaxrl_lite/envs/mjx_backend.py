@@ -129,7 +129,7 @@ DEFAULT_LS_ITERATIONS = 10
 
 
 class MjxAnt(Env):
-    """Batched gymnasium Ant-v5 on MJX. See CONTRACTS.md section 1.
+    """Batched gymnasium Ant-v5 on MJX (WORKSPACE.md, "Public interfaces").
 
     Keyword arguments: every gymnasium Ant-v5 keyword plus ``max_episode_steps``
     (1000), ``iterations`` and ``ls_iterations`` (solver budget; default 10 / 10,
