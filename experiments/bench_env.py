@@ -30,6 +30,8 @@ import time
 
 from absl import app, flags
 
+from experiments.env_timing import time_backend
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("backends", ["mjx", "mujoco"], "Backends to time (mjx, mujoco).")
 flags.DEFINE_list("batch_sizes", ["1", "64", "256", "1024"], "num_envs values.")
@@ -102,42 +104,6 @@ def _backend_available(backend):
     except Exception as e:  # noqa: BLE001 - report any import failure as a note
         return f"backend {backend!r} skipped: {type(e).__name__}: {e}".splitlines()[0]
     return None
-
-
-def time_backend(backend, num_envs, steps, repeats, seed, **kwargs):
-    """Compile + steady-state timing of a jitted scan of env.step."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxrl_lite import envs
-
-    env = envs.make("Ant-v5", backend=backend, num_envs=num_envs, auto_reset=True, **kwargs)
-
-    def rollout(state, key):
-        def body(s, k):
-            a = jax.random.uniform(k, (num_envs, env.action_size), jnp.float32, -1.0, 1.0)
-            s = env.step(s, a)
-            return s, s.reward.mean()
-        return jax.lax.scan(body, state, jax.random.split(key, steps))
-
-    fn = jax.jit(rollout)
-    key = jax.random.PRNGKey(seed)
-    t = time.perf_counter()
-    state = jax.block_until_ready(env.reset(key))
-    reset_s = time.perf_counter() - t
-    t = time.perf_counter()
-    state, _ = jax.block_until_ready(fn(state, key))
-    first_s = time.perf_counter() - t
-    runs = []
-    for r in range(repeats):
-        t = time.perf_counter()
-        state, _ = jax.block_until_ready(fn(state, jax.random.fold_in(key, r + 1)))
-        runs.append(time.perf_counter() - t)
-    steady = min(runs) if runs else first_s
-    return {"backend": backend, "num_envs": num_envs, "steps": steps,
-            "first_reset_s": round(reset_s, 3), "compile_s": round(max(first_s - steady, 0), 2),
-            "steady_s": round(steady, 4), "env_steps_per_s": round(num_envs * steps / steady, 1),
-            **{k: v for k, v in kwargs.items()}}
 
 
 def time_ceiling(num_envs, steps, threads, seed, **kwargs):

@@ -81,15 +81,29 @@ def stage_environment(dry: bool) -> dict:
         out["devices"].append({"kind": d.device_kind, "platform": d.platform,
                                "memory_gb": round(stats.get("bytes_limit", 0) / 2 ** 30, 2)
                                or None})
-    try:
-        from jax._src.lib import cuda_versions  # present in CUDA builds only
-        out["cuda"] = {k: getattr(cuda_versions, k)() for k in dir(cuda_versions)
-                       if k.endswith("_get_version") or k.endswith("_version")}
-    except Exception:  # noqa: BLE001 - CPU builds have no CUDA libraries to report
-        out["cuda"] = None
+    out["cuda"] = _cuda_versions()
     for var in ("JAX_DEFAULT_MATMUL_PRECISION", "XLA_PYTHON_CLIENT_PREALLOCATE",
                 "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_FLAGS"):
         out.setdefault("env_vars", {})[var] = os.environ.get(var)
+    return out
+
+
+def _cuda_versions() -> dict | None:
+    """CUDA runtime/driver/cuDNN/cuBLAS versions JAX was built with and found, or None
+    when this jaxlib has no CUDA plugin (CPU builds)."""
+    try:
+        from jax._src.lib import cuda_versions
+    except ImportError:
+        return None
+    if cuda_versions is None:
+        return None
+    out = {}
+    for name in dir(cuda_versions):
+        if name.endswith("_version"):
+            try:
+                out[name] = getattr(cuda_versions, name)()
+            except Exception as e:  # noqa: BLE001 - one unreadable version is not fatal
+                out[name] = f"unavailable ({type(e).__name__})"
     return out
 
 
@@ -123,13 +137,13 @@ def stage_parity(dry: bool) -> dict:
 def stage_env_throughput(dry: bool) -> dict:
     import jax
 
-    from experiments import bench_env
+    from experiments.env_timing import time_backend
 
     sizes = DRY["env_batch_sizes"] if dry else [int(s) for s in _ENV_SIZES.value]
     device = jax.devices()[0]
     rows = []
     for n in sizes:
-        row = bench_env.time_backend("mjx", n, steps=10 if dry else 50, repeats=2, seed=0)
+        row = time_backend("mjx", n, steps=10 if dry else 50, repeats=2, seed=0)
         stats = device.memory_stats() or {}
         row["peak_device_memory_gb"] = (round(stats["peak_bytes_in_use"] / 2 ** 30, 2)
                                         if "peak_bytes_in_use" in stats else None)
@@ -166,11 +180,11 @@ def _write_json(path: str | None, obj) -> None:
     os.replace(tmp, path)
 
 
-def _run_child(cmd: list[str], timeout_s: float, log_path: str) -> tuple[str, float]:
+def _run_child(cmd: list[str], timeout_s: float, log_path: str,
+               drop_env: tuple[str, ...] = ()) -> tuple[str, float]:
     """-> (status, seconds): 'ok', 'failed (exit N)' or 'timeout'."""
     t = time.perf_counter()
-    env = dict(os.environ)
-    env.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
     with open(log_path, "w") as log:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -210,8 +224,10 @@ def run_report(out_dir: str, budget_s: float, dry: bool, stages: list[str]) -> d
             entry["status"] = "skipped (wall budget spent)"
         else:
             print(f"== {name} (up to {timeout:.0f} s)", flush=True)
+            # parity sets each precision itself: the backend default must not be overridden
+            drop = ("JAX_DEFAULT_MATMUL_PRECISION",) if name == "parity" else ()
             entry["status"], entry["seconds"] = _run_child(
-                cmd, timeout, os.path.join(out_dir, f"{name}.log"))
+                cmd, timeout, os.path.join(out_dir, f"{name}.log"), drop)
             if os.path.exists(result_path):
                 with open(result_path) as f:
                     entry["result"] = json.load(f)

@@ -20,7 +20,7 @@ def _report(*args, timeout=1500):
 
 @pytest.mark.slow
 def test_dry_run_writes_every_stage_and_trains_the_gpu_presets_on_mjx(tmp_path):
-    proc = _report("--dry_run", f"--out_dir={tmp_path}")
+    proc = _report("--dry_run", "--budget_s=1400", f"--out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.load(open(tmp_path / "device_report.json"))
     stages = report["stages"]
