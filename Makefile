@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench_env $(ARGS)
+
+# On a GPU box (NVIDIA driver >= 580): install with JAX's CUDA 13 plugin, then every GPU
+# figure in one enforced 540 s budget (experiments/device_report.py). ARGS=--out_dir=DIR.
+gpu-report:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[gpu]"
+	$(BIN)/python -m experiments.device_report $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .jax_cache

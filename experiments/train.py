@@ -148,6 +148,9 @@ def _define_config_flags() -> dict[str, dict[str, dataclasses.Field]]:
 
 _CONFIG_FIELDS = _define_config_flags()
 FLAGS = flags.FLAGS
+# Fault injection for tests: from this env step on, a logged metric reads NaN, so the
+# divergence path (stop, exit 3, name the last good checkpoint) runs deterministically.
+_FAULT_NAN_AT = int(os.environ.get("JAXRL_LITE_FAULT_NAN_AT_STEP", "0") or 0)
 
 
 # ----------------------------------------------------------------------------
@@ -498,6 +501,8 @@ def run(rc: RunConfig) -> dict:
             n_steps = len(pending) * steps_per_iter
             record["env_steps_per_s"] = n_steps / max(train_time, 1e-9)
             pending, train_time = [], 0.0
+            if _FAULT_NAN_AT and record["step"] >= _FAULT_NAN_AT:   # fault injection (tests)
+                record["loss/injected_fault"] = float("nan")
             bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad or not ok:
                 what = ", ".join(bad) if bad else "policy parameters"
