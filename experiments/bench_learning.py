@@ -67,6 +67,8 @@ def main(argv):
         from jaxrl_lite.checkpoint import CheckpointError
         try:
             summary = train.run(rc)
+        except train.UsageError as e:
+            train._fail(str(e))
         except CheckpointError as e:
             train._fail(f"--resume: {e}")
         except train.Diverged as e:

@@ -382,6 +382,12 @@ def run(rc: RunConfig) -> dict:
     env = distributed.shard_env(
         envs.make(rc.env, backend=rc.backend, num_envs=config.num_envs, auto_reset=True), mesh)
     eval_env = envs.make(rc.env, backend=rc.backend, num_envs=rc.eval_envs, auto_reset=False)
+    check_env = getattr(mod, "check_env", None)   # optional: config vs env, before any write
+    if check_env is not None:
+        try:
+            check_env(config, env)
+        except ValueError as e:
+            raise UsageError(f"--algo={rc.algo}: {e}") from None
     steps_per_iter = int(mod.env_steps_per_iteration(config))
     total_iters = max(1, -(-config.total_steps // steps_per_iter))
     ckpt_it, log_it, eval_it, stop_it = _boundaries(rc, steps_per_iter, total_iters)
@@ -591,6 +597,8 @@ def main(argv):
         _fail(str(e))
     try:
         summary = run(rc)
+    except UsageError as e:
+        _fail(str(e))
     except CheckpointError as e:
         _fail(f"--resume: {e}")
     except Diverged as e:

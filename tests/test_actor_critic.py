@@ -473,3 +473,19 @@ def test_recipe_flag_files_parse_into_valid_configs():
             td3.batch_size, td3.hidden) == (1, 0, False, True, 2, 256, (256, 256))
     assert configs["fasttd3"].num_atoms == 101 and configs["fasttd3"].exploration_noise_ladder
     assert configs["crossq"].crossq and configs["crossq"].adam_b1 == 0.5
+
+
+def test_launcher_rejects_config_that_does_not_fit_the_env_before_writing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *CLI, f"--out_dir={out}",
+         "--observation_features=9"], cwd=root, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "observation_features (9) exceeds the observation size 4" in last
+    assert "Traceback" not in proc.stderr and not out.exists()

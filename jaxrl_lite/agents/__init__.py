@@ -57,6 +57,11 @@ An agent module (``get("ppo")`` / ``get("ac")``) provides:
     agent may put any placeholder there. Must be traceable (used inside jit).
 
 Optional:
+``check_env(config, env) -> None``
+    Raise a one-line ``ValueError`` when the config does not fit the env (e.g. more
+    observation features than the env has); the launcher calls it before writing
+    anything.
+
 ``checkpoint_state(config, train_state) -> pytree`` and
 ``restore_state(config, template_train_state, restored_pytree) -> TrainState``
     What goes into ``checkpoints/<step>/state``; default: the whole

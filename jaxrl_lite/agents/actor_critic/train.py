@@ -252,7 +252,7 @@ def _optimizer(config: Config, learning_rate: float):
     return adam
 
 
-def _check_env(config: Config, env) -> None:
+def check_env(config: Config, env) -> None:
     if config.observation_features > env.observation_size:
         raise ValueError(f"observation_features ({config.observation_features}) exceeds the "
                          f"observation size {env.observation_size}")
@@ -265,7 +265,7 @@ def _check_env(config: Config, env) -> None:
 def init(config: Config, env, key: jax.Array) -> TrainState:
     """Fresh params, optimisers, empty buffer, reset envs. key: PRNGKey."""
     config.validate()
-    _check_env(config, env)
+    check_env(config, env)
     obs_dim, act_dim = env.observation_size, env.action_size
     spec = policy_spec(config, obs_dim, act_dim)
     critic = _critic(config)
@@ -443,7 +443,7 @@ def make_train_iteration(config: Config, env):
     """-> jitted fn(train_state) -> (train_state, metrics); the input state is
     donated (do not reuse it after the call)."""
     config.validate()
-    _check_env(config, env)
+    check_env(config, env)
     spec = policy_spec(config, env.observation_size, env.action_size)
     update = make_update(config, spec)
     collect = make_collect_step(config, env, spec)
