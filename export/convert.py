@@ -1,14 +1,22 @@
 r"""Export a trained actor: SavedModel, TFLite variants, ONNX, TFLite-Micro C array.
 
     python -m export.convert --run_dir=DIR --out_dir=EXPORT \
-        [--checkpoint=STEP_DIR] [--prune_sparsity=0.5] [--variants=fp32,fp16,...]
+        [--checkpoint=STEP_DIR] [--prune_keep=0.375] [--qat=auto] [--studies] \
+        [--variants=fp32,fp16,...]
 
 Everything is built in a temporary directory next to ``out_dir`` and renamed
 into place at the end, so an interrupted export never looks complete. The
 output (WORKSPACE.md, "Public interfaces"): ``saved_model/``, ``actor_{fp32,fp16,dynamic,
 int8,pruned_int8}.tflite``, ``actor.onnx``, ``micro/actor_model.{h,cc}`` and
-``manifest.json`` with per-variant bytes, gzip bytes, sparsity, ops and action
-error against the JAX actor on held-out real Ant-v5 observations.
+``manifest.json`` with per-variant bytes, gzip bytes, sparsity, ops, TFLM arena
+(int8 models) and action error against the JAX actor on held-out real Ant-v5
+observations.
+
+``pruned_int8`` is a genuinely smaller dense actor (export/structured.py: whole
+hidden units removed, then distilled); the int8 models are quantization-aware
+fine-tuned (export/qat.py) when post-training quantization misses the fidelity
+target. Research studies (unstructured pruning, sparse storage, normalisation
+placement) run only with ``--studies``.
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ import time
 
 import numpy as np
 
+from export.harness_common import dir_bytes
+
 ALL_VARIANTS = ("fp32", "fp16", "dynamic", "int8", "pruned_int8", "onnx", "micro")
 TFLITE_FILES = {"fp32": "actor_fp32.tflite", "fp16": "actor_fp16.tflite",
                 "dynamic": "actor_dynamic.tflite", "int8": "actor_int8.tflite",
@@ -33,6 +43,11 @@ MANIFEST = "manifest.json"
 SUPPORTED_ENV = "Ant-v5"
 # The SavedModel must reproduce the JAX actor to float32 rounding.
 SAVED_MODEL_TOL = 1e-5
+# Quantization-aware fine-tuning runs (--qat=auto) when post-training int8 misses
+# either figure on the calibration observations (action units, actions in [-1, 1]).
+QAT_MODES = ("auto", "always", "never")
+QAT_TARGET_MAE = 0.01
+QAT_TARGET_MAX = 0.1
 
 
 class ExportError(ValueError):
@@ -44,15 +59,20 @@ class ExportOptions:
     """Knobs of one export; defaults are the CLI's."""
 
     variants: tuple[str, ...] = ALL_VARIANTS
+    prune_keep: float = 0.375
+    prune_rounds: int = 4
+    prune_steps: int = 1500
+    dagger_rounds: int = 2
+    qat: str = "auto"
+    qat_steps: int = 3000
+    studies: bool = False
     prune_sparsity: float = 0.5
-    prune_steps: int = 3000
     num_calibration: int = 1000
     num_heldout: int = 1000
     num_distill: int = 8000
     action_noise: float = 0.3
     heldout_action_noise: float = 0.1
     seed: int = 0
-    sparse_storage_study: bool = True
     verbose: bool = True
 
     def __post_init__(self):
@@ -61,6 +81,14 @@ class ExportOptions:
         if unknown or not self.variants:
             raise ExportError(f"unknown variants {unknown or '(none given)'}; valid: "
                               f"{','.join(ALL_VARIANTS)}")
+        if not (0.0 < float(self.prune_keep) <= 1.0):
+            raise ExportError(f"--prune_keep must be in (0, 1], got {self.prune_keep}")
+        if self.qat not in QAT_MODES:
+            raise ExportError(f"--qat must be one of {', '.join(QAT_MODES)}, got {self.qat!r}")
+        for name in ("prune_rounds", "qat_steps", "dagger_rounds"):
+            if int(getattr(self, name)) < (1 if name == "prune_rounds" else 0):
+                raise ExportError(f"--{name} must be >= {1 if name == 'prune_rounds' else 0}, "
+                                  f"got {getattr(self, name)}")
         if not (0.0 <= float(self.prune_sparsity) < 1.0):
             raise ExportError(f"--prune_sparsity must be in [0, 1), got {self.prune_sparsity}")
         for name in ("num_calibration", "num_heldout", "num_distill"):
@@ -166,7 +194,7 @@ def export_bundle(bundle, out_dir: str, options: ExportOptions | None = None) ->
 
 
 def _build(bundle, root: str, opt: ExportOptions) -> dict:
-    from export import jax2tf_bridge, observations, onnx_export, pruning, tflite
+    from export import jax2tf_bridge, micro, observations, onnx_export, qat, structured, tflite
 
     clock = _Clock(opt.verbose)
     spec, params, norm = bundle.spec, bundle.actor_params, bundle.norm
@@ -195,7 +223,7 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
                           f"{sm_err['action_max_err_vs_jax']:.3g} > {SAVED_MODEL_TOL}")
     variants: dict[str, dict] = {}
     variants["saved_model"] = {"file": SAVED_MODEL_DIR,
-                               "bytes": jax2tf_bridge.saved_model_bytes(sm_dir),
+                               "bytes": dir_bytes(sm_dir),
                                "sparsity": 0.0, "ops": ["XlaCallModule"], **sm_err}
 
     models: dict[str, bytes] = {}
@@ -237,9 +265,9 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
     def int8_model(saved_model: str, name: str, reference) -> bytes:
         """Per-channel or per-tensor int8 weights, chosen on the CALIBRATION set:
         per-tensor (smaller) unless its action error is over 10% worse."""
-        pc = clock(f"tflite_{name}", tflite.convert, saved_model, name, calib)
-        pt = clock(f"tflite_{name}_per_tensor", tflite.convert, saved_model, name, calib,
-                   per_channel=False)
+        pc = clock(f"tflite_{name}", tflite.convert, saved_model, name, calib_clipped)
+        pt = clock(f"tflite_{name}_per_tensor", tflite.convert, saved_model, name,
+                   calib_clipped, per_channel=False)
         mae = {k: _errors(tflite.run(m, calib), reference)["action_mae_vs_jax"]
                for k, m in (("per_channel", pc), ("per_tensor", pt))}
         choice = "per_tensor" if mae["per_tensor"] <= 1.1 * mae["per_channel"] + 1e-4 \
@@ -249,49 +277,100 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
             "bytes": {"per_channel": len(pc), "per_tensor": len(pt)}}
         return pt if choice == "per_tensor" else pc
 
-    if needs_int8:
+    def quantized(name: str, q_spec, q_params, tmpdir: str) -> tuple[bytes, dict]:
+        """Full-int8 model of (q_spec, q_params): post-training quantization, then
+        quantization-aware fine-tuning when that misses the fidelity target (--qat).
+        Errors are against the ORIGINAL actor on the calibration observations."""
+        sm = os.path.join(tmpdir, f"{name}_saved_model")
+        clock(f"jax2tf_{name}_saved_model", jax2tf_bridge.save_saved_model, q_spec, q_params,
+              norm, sm, clip_observations=False)
+        model = int8_model(sm, name, calib_ref)
+        ptq = _errors(tflite.run(model, calib), calib_ref)
+        info: dict = {"post_training": ptq, "chosen": "post_training",
+                      "target": {"mae": QAT_TARGET_MAE, "max": QAT_TARGET_MAX}}
+        missed = ptq["action_mae_vs_jax"] > QAT_TARGET_MAE or \
+            ptq["action_max_err_vs_jax"] > QAT_TARGET_MAX
+        why_not = qat.supported(q_spec)
+        if opt.qat == "never" or (opt.qat == "auto" and not missed):
+            return model, info
+        if why_not:
+            info["qat"] = {"skipped": why_not}
+            return model, info
+        # fine-tune for the weight granularity post-training quantization chose
+        per_channel = studies[f"{name}_weight_granularity"]["chosen"] == "per_channel"
+        tuned, rep = clock(f"qat_{name}", qat.finetune, q_spec, q_params, norm, distill_obs,
+                           distill_ref, calib_clipped,
+                           qat.QATConfig(steps=opt.qat_steps, per_channel=per_channel,
+                                         seed=opt.seed))
+        sm_q = os.path.join(tmpdir, f"{name}_qat_saved_model")
+        clock(f"jax2tf_{name}_qat_saved_model", jax2tf_bridge.save_saved_model, q_spec, tuned,
+              norm, sm_q, clip_observations=False)
+        qmodel = clock(f"tflite_{name}_qat", tflite.convert, sm_q, name, calib_clipped,
+                       per_channel=per_channel)
+        qerr = _errors(tflite.run(qmodel, calib), calib_ref)
+        info["qat"] = {**rep, "calibration": qerr}
+        if qerr["action_mae_vs_jax"] < ptq["action_mae_vs_jax"]:
+            info["chosen"] = "quantization_aware"
+            return qmodel, info
+        return model, info
+
+    def add_arena(entry: dict, model: bytes):
+        try:
+            entry["tensor_arena_bytes"] = int(micro.min_arena_bytes(model, spec.obs_dim))
+        except (ImportError, micro.MicroError) as e:
+            entry["tensor_arena_bytes"] = None
+            entry["tensor_arena_note"] = str(e).splitlines()[0][:200]
+
+    needs_int8_any = want & {"int8", "micro", "pruned_int8"}
+    if needs_int8_any:
+        calib_clipped = jax2tf_bridge.clip_to_normalizer_range(calib, norm)
         calib_ref = jax2tf_bridge.jax_actions(spec, params, norm, calib)
-        _, int8_actions = add_tflite("int8", int8_model(sm_dir, "int8", calib_ref))
-        # Before/after: the same recipe with the normalisation quantized as well.
-        naive = clock("tflite_int8_normalize_in_int8", tflite.convert, sm_dir, "int8", calib,
-                      normalize_in_int8=True)
-        studies["int8_normalisation"] = {
-            "normalize_in_float (exported)": {
-                k: variants.get("int8", {}).get(k) for k in ("action_mae_vs_jax",
-                                                             "action_max_err_vs_jax")}
-            if "int8" in want else _errors(int8_actions, ref),
-            "normalize_in_int8 (raw obs quantized)": {**_errors(tflite.run(naive, heldout), ref),
-                                                      "ops": tflite.model_ops(naive)}}
+        distill_obs = clock("collect_distill_obs", collect, opt.num_distill, opt.seed * 3 + 3,
+                            opt.action_noise)
+        distill_ref = jax2tf_bridge.jax_actions(spec, params, norm, distill_obs)
+    qtmp = tempfile.mkdtemp(dir=root)
+    if needs_int8:
+        model, qinfo = quantized("int8", spec, params, qtmp)
+        entry, int8_actions = add_tflite("int8", model)
+        entry["quantization_recipe"] = qinfo
+        add_arena(entry, model)
+        if opt.studies:  # before/after: the same recipe with the normalisation quantized too
+            naive = clock("tflite_int8_normalize_in_int8", tflite.convert, sm_dir, "int8",
+                          calib, normalize_in_int8=True)
+            studies["int8_normalisation"] = {
+                "normalize_in_float (exported)": _errors(int8_actions, ref),
+                "normalize_in_int8 (raw obs quantized)": {
+                    **_errors(tflite.run(naive, heldout), ref), "ops": tflite.model_ops(naive)}}
 
     if "pruned_int8" in want:
-        distill = clock("collect_distill_obs", collect, opt.num_distill, opt.seed * 3 + 3,
-                        opt.action_noise)
-        cfg = pruning.PruneConfig(sparsity=opt.prune_sparsity, steps=opt.prune_steps,
-                                  seed=opt.seed)
-        pruned, prep = clock("prune_and_distill", pruning.prune_and_distill, spec, params,
-                             norm, distill, cfg)
-        one_shot = pruning.apply_masks(params, pruning.magnitude_masks(params, cfg.sparsity))
-        pruned_ref = jax2tf_bridge.jax_actions(spec, pruned, norm, heldout)
-        prep["heldout"] = {
-            "one_shot_mae_vs_jax": _errors(jax2tf_bridge.jax_actions(
-                spec, one_shot, norm, heldout), ref)["action_mae_vs_jax"],
-            "distilled_mae_vs_jax": _errors(pruned_ref, ref)["action_mae_vs_jax"]}
-        with tempfile.TemporaryDirectory(dir=root) as ptmp:
-            psm = os.path.join(ptmp, "saved_model")
-            clock("jax2tf_pruned_saved_model", jax2tf_bridge.save_saved_model, spec, pruned,
-                  norm, psm)
-            pmodel = int8_model(psm, "pruned_int8",
-                                jax2tf_bridge.jax_actions(spec, pruned, norm, calib))
-        if opt.sparse_storage_study:
-            studies["sparse_storage"] = clock("sparse_storage_study", _sparse_study,
-                                              pmodel, heldout, ref)
+        cfg = structured.StructuredConfig(keep=opt.prune_keep, rounds=opt.prune_rounds,
+                                          steps=opt.prune_steps,
+                                          dagger_rounds=opt.dagger_rounds, seed=opt.seed)
+
+        def collect_student(policy_fn, n, seed):
+            return observations.collect_observations(policy_fn, n, seed, env_kwargs=env_kwargs,
+                                                     action_noise=cfg.dagger_noise)
+        p_spec, pruned, prep = clock("structured_prune", structured.structured_prune, spec,
+                                     params, norm, distill_obs, cfg, collect_student)
+        pruned_ref = jax2tf_bridge.jax_actions(p_spec, pruned, norm, heldout)
+        prep["heldout_mae_float_vs_jax"] = _errors(pruned_ref, ref)["action_mae_vs_jax"]
+        pmodel, pinfo = quantized("pruned_int8", p_spec, pruned, qtmp)
         entry, pact = add_tflite("pruned_int8", pmodel)
         entry["action_mae_vs_pruned_jax"] = _errors(pact, pruned_ref)["action_mae_vs_jax"]
-        entry["target_sparsity"] = opt.prune_sparsity
-        if entry["sparsity"] + 0.01 < opt.prune_sparsity:
-            raise ExportError(f"pruned_int8 weights are {entry['sparsity']:.3f} sparse, "
-                              f"expected >= {opt.prune_sparsity}")
+        entry["architecture"] = {
+            "before": [spec.obs_dim, *spec.hidden_sizes, spec.act_dim],
+            "after": [p_spec.obs_dim, *p_spec.hidden_sizes, p_spec.act_dim],
+            "kept_fraction": opt.prune_keep,
+            "parameters_before": _num_params(params), "parameters_after": _num_params(pruned)}
+        entry["policy_spec"] = p_spec.to_json()
         entry["pruning"] = prep
+        entry["quantization_recipe"] = pinfo
+        add_arena(entry, pmodel)
+        if opt.studies:
+            studies["unstructured_pruning"] = clock(
+                "unstructured_pruning_study", _unstructured_study, spec, params, norm,
+                distill_obs, heldout, ref, calib, calib_clipped, opt, qtmp)
+    shutil.rmtree(qtmp, ignore_errors=True)
 
     if "onnx" in want:
         path = os.path.join(root, ONNX_FILE)
@@ -348,6 +427,7 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
     if micro.parse_c_array(cc) != model:
         raise ExportError(f"{cc} does not round-trip to the int8 model")
     diff = np.abs(actions - litert_actions)
+    step = tflite.output_step(model)
     # For scale: LiteRT's own two int8 kernel sets (XNNPACK vs builtin) also differ.
     litert_internal = np.abs(tflite.run(model, heldout, delegates=False) - litert_actions)
     quant = {side: {"dtype": io[f"{side}_dtype"],
@@ -361,9 +441,44 @@ def _micro(model: bytes, litert_actions, heldout, ref, obs_dim: int, out_dir: st
             "quantization": quant, "runtime": "tflite_micro (host Python interpreter)",
             "same_model_as": "actor_int8.tflite",
             "max_abs_diff_vs_litert_int8": float(diff.max()),
+            "output_step": step,
+            "max_diff_vs_litert_int8_output_lsb": float(diff.max() / step) if step else None,
+            "fraction_over_2_lsb_vs_litert_int8": float(np.mean(diff > 2.01 * step))
+            if step else None,
             "mean_abs_diff_vs_litert_int8": float(diff.mean()),
             "litert_builtin_vs_xnnpack_max_abs_diff": float(litert_internal.max()),
             **_errors(actions, ref)}
+
+
+def _num_params(params) -> int:
+    import jax
+    return int(sum(np.asarray(x).size for x in jax.tree_util.tree_leaves(params)))
+
+
+def _unstructured_study(spec, params, norm, distill_obs, heldout, ref, calib, calib_clipped,
+                        opt: ExportOptions, tmpdir: str) -> dict:
+    """The earlier recipe, kept for comparison: 50 % magnitude pruning (unstructured
+    zeros, gradual cubic schedule + distillation) then int8. Zeros leave every tensor
+    its shape, so the file, arena and latency stay the dense int8 model's."""
+    from export import jax2tf_bridge, micro, pruning, tflite
+    cfg = pruning.PruneConfig(sparsity=opt.prune_sparsity, steps=2 * opt.prune_steps,
+                              seed=opt.seed)
+    pruned, prep = pruning.prune_and_distill(spec, params, norm, distill_obs, cfg)
+    sm = os.path.join(tmpdir, "unstructured_saved_model")
+    jax2tf_bridge.save_saved_model(spec, pruned, norm, sm, clip_observations=False)
+    model = tflite.convert(sm, "int8", calib_clipped, per_channel=False)
+    ws = tflite.weight_sparsity(model)
+    out = {"recipe": f"magnitude pruning to {opt.prune_sparsity} sparsity, per-tensor int8",
+           "bytes": len(model), "gzip_bytes": tflite.gzip_bytes(model),
+           "sparsity": round(ws["sparsity"], 6), **_errors(tflite.run(model, heldout), ref),
+           "pruning": prep}
+    try:
+        out["tensor_arena_bytes"] = int(micro.min_arena_bytes(model, spec.obs_dim))
+    except (ImportError, micro.MicroError) as e:
+        out["tensor_arena_bytes"] = None
+        out["tensor_arena_note"] = str(e).splitlines()[0][:200]
+    out["sparse_storage"] = _sparse_study(model, heldout, ref)
+    return out
 
 
 def _sparse_study(pruned_model: bytes, heldout, ref) -> dict:
@@ -418,8 +533,21 @@ def _define_flags():
     flags.DEFINE_string("out_dir", None, "Export directory to create (or replace).")
     flags.DEFINE_string("checkpoint", None, "A checkpoint step directory (default: the newest "
                         "checkpoint of --run_dir).")
-    flags.DEFINE_float("prune_sparsity", 0.5, "Target weight sparsity of pruned_int8, in [0, 1).")
-    flags.DEFINE_integer("prune_steps", 3000, "Distillation fine-tuning steps while pruning.")
+    flags.DEFINE_float("prune_keep", 0.375, "pruned_int8: fraction of hidden units kept per "
+                       "layer (structured pruning), in (0, 1].")
+    flags.DEFINE_integer("prune_rounds", 4, "pruned_int8: cuts from full to kept width.")
+    flags.DEFINE_integer("prune_steps", 1500, "pruned_int8: distillation Adam steps per cut.")
+    flags.DEFINE_integer("dagger_rounds", 2, "pruned_int8: rounds of distillation on the "
+                         "pruned actor's own visited observations (DAgger).")
+    flags.DEFINE_enum("qat", "auto", list(QAT_MODES), "Quantization-aware fine-tuning of the "
+                      f"int8 models: auto = when post-training int8 misses MAE <= "
+                      f"{QAT_TARGET_MAE} or max error <= {QAT_TARGET_MAX}.")
+    flags.DEFINE_integer("qat_steps", 3000, "Quantization-aware fine-tuning Adam steps.")
+    flags.DEFINE_bool("studies", False, "Also run the research studies (unstructured "
+                      "magnitude pruning, sparse storage, int8 normalisation placement) and "
+                      "record them under manifest['studies'].")
+    flags.DEFINE_float("prune_sparsity", 0.5, "Unstructured-pruning study (--studies): target "
+                       "weight sparsity, in [0, 1).")
     flags.DEFINE_list("variants", list(ALL_VARIANTS), "Artifacts to write: "
                       + ",".join(ALL_VARIANTS) + " (saved_model/ and manifest.json always).")
     flags.DEFINE_integer("num_calibration", 1000, "Real observations for int8 calibration.")
@@ -462,10 +590,13 @@ def main(argv):
     try:
         if not f.out_dir:
             raise ExportError("give --out_dir=EXPORT")
-        options = ExportOptions(variants=tuple(f.variants), prune_sparsity=f.prune_sparsity,
-                                prune_steps=f.prune_steps, num_calibration=f.num_calibration,
-                                num_heldout=f.num_heldout, num_distill=f.num_distill,
-                                seed=f.seed)
+        options = ExportOptions(variants=tuple(f.variants), prune_keep=f.prune_keep,
+                                prune_rounds=f.prune_rounds, prune_steps=f.prune_steps,
+                                dagger_rounds=f.dagger_rounds, qat=f.qat,
+                                qat_steps=f.qat_steps, studies=f.studies,
+                                prune_sparsity=f.prune_sparsity,
+                                num_calibration=f.num_calibration, num_heldout=f.num_heldout,
+                                num_distill=f.num_distill, seed=f.seed)
         # Fail on an unwritable out_dir before the slow work.
         shutil.rmtree(prepare_out_dir(f.out_dir), ignore_errors=True)
         with _stderr_quieted(settle_s_on_error=1.0):

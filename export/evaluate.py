@@ -115,6 +115,8 @@ def evaluate_model(constraints: dict) -> dict:
     _, entry = _manifest_entry_for(path)
     name = _NAME.value or (entry or {}).get("name") or os.path.basename(path)
     extra = {}
+    if (entry or {}).get("tensor_arena_bytes"):  # measured by the exporter with TFLM
+        extra["arena_bytes"] = int(entry["tensor_arena_bytes"])
     if _RUNTIME.value == "tflm":
         quant = harness_runtime.micro_quantization(entry or {})
         arena = arena_bytes(entry or {})
@@ -275,6 +277,8 @@ def run_export_dir(constraints: dict) -> int:
                              f"{f} is not a TFLite model; the Pi harness runs LiteRT only"})
         if _COMPARISON.value:
             rows.extend(comparison_rows(manifest, export_dir, tmp))
+    from export import harness_fidelity
+    harness_fidelity.attach(rows, "fp32")
     machine = hc.machine_description(constraints)
     stem = os.path.splitext(_REPORT_PATH() or os.path.join(export_dir, "evaluation.json"))[0]
     from export import harness_report

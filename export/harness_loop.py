@@ -8,6 +8,13 @@ Timing per env step (``time.perf_counter_ns``):
   env      around ``env.step(action)``        -> env_step_us_mean
   overhead the rest of the loop (obs copy, (de)quantization, set/get tensor,
            bookkeeping, timers)                -> harness_overhead_us_per_step
+
+Non-finite values (a sensor fault on a robot): an observation with a NaN/±inf
+feature is passed to the model unchanged (what the model makes of it is the
+model's behaviour, measured, not hidden) and counted; a non-finite action entry
+is counted and replaced by 0 (that motor off) before ``env.step``, because
+MuJoCo would otherwise integrate NaN into the state. Per episode the report has
+``nonfinite_obs_steps`` and ``nonfinite_action_steps``; totals beside them.
 """
 from __future__ import annotations
 
@@ -106,7 +113,9 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
 
     max_steps = env.spec.max_episode_steps or 1000
     lat = np.zeros(episodes * max_steps, np.int64)
-    returns, lengths = [], []
+    returns, lengths, terminated_eps = [], [], []
+    bad_obs_eps, bad_act_eps = [], []
+    isfinite = np.isfinite
     env_ns = loop_ns = reset_ns = 0
     k = 0
     proc = psutil.Process()
@@ -114,16 +123,21 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
     for i in range(episodes):
         t_reset = pc()
         obs, _ = env.reset(seed=seed + i)
-        ret, n = 0.0, 0
+        ret, n, bad_obs, bad_act = 0.0, 0, 0, 0
         t_loop = pc()
         reset_ns += t_loop - t_reset
         while True:
             obs_buf[0] = obs
+            if not isfinite(obs_buf).all():
+                bad_obs += 1
             set_input(obs_buf)
             t1 = pc()
             invoke()
             t2 = pc()
             action = get_output()[0]
+            if not isfinite(action).all():
+                bad_act += 1
+                action = np.where(isfinite(action), action, 0.0).astype(np.float32)
             t3 = pc()
             obs, reward, terminated, truncated, _ = step(action)
             t4 = pc()
@@ -139,6 +153,9 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         loop_ns += pc() - t_loop
         returns.append(float(ret))
         lengths.append(n)
+        terminated_eps.append(bool(terminated))
+        bad_obs_eps.append(bad_obs)
+        bad_act_eps.append(bad_act)
     wall = time.perf_counter() - wall0
     cpu1 = proc.cpu_times()
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
@@ -153,6 +170,12 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "episode_length_mean": float(np.mean(lengths)),
+        "terminated": terminated_eps,
+        "falls": int(sum(terminated_eps)),
+        "nonfinite_obs_steps": bad_obs_eps,
+        "nonfinite_action_steps": bad_act_eps,
+        "nonfinite_obs_steps_total": int(sum(bad_obs_eps)),
+        "nonfinite_action_steps_total": int(sum(bad_act_eps)),
         "steps_total": int(k),
         "latency_us_p50": float(np.percentile(lat_us, 50)),
         "latency_us_p99": float(np.percentile(lat_us, 99)),

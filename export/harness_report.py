@@ -1,7 +1,9 @@
 """Side-by-side outputs of the harness: Markdown table and PNG chart.
 
 Rows are per-variant report dicts (see harness_loop.measure); a row with an
-"error" or "skipped" key is shown with that note instead of figures.
+"error" or "skipped" key is shown with that note instead of figures. Rows with
+a ``vs_fp32`` entry (harness_fidelity.attach) get the paired return ratio with
+its bootstrap 95 % interval and the bytes / p50-latency ratios against fp32.
 """
 from __future__ import annotations
 
@@ -12,8 +14,13 @@ _COLUMNS = [
     ("Runtime", "runtime", "{}"),
     ("Model bytes", "model_bytes", "{:,}"),
     ("Return", None, None),  # mean ± std
+    ("Falls", None, None),  # terminated episodes / episodes
+    ("Return vs fp32 [95% CI]", None, None),
+    ("Bytes vs fp32", None, None),
+    ("Arena B", "arena_bytes", "{:,}"),
     ("Ep. len", "episode_length_mean", "{:.0f}"),
     ("p50 µs", "latency_us_p50", "{:.1f}"),
+    ("p50 vs fp32", None, None),
     ("p99 µs", "latency_us_p99", "{:.1f}"),
     ("max µs", "latency_us_max", "{:.0f}"),
     ("env step µs", "env_step_us_mean", "{:.0f}"),
@@ -21,6 +28,7 @@ _COLUMNS = [
     ("peak RSS MB", "rss_mb_peak", "{:.1f}"),
     ("model RSS MB", "rss_mb_model", "{:.1f}"),
     ("CPU %", "cpu_percent_mean", "{:.0f}"),
+    ("Non-finite obs/act", None, None),
 ]
 
 
@@ -38,6 +46,21 @@ def _cell(row: dict, header: str, key, fmt) -> str:
         if row.get("return_mean") is None:
             return "–"
         return f"{row['return_mean']:.1f} ± {row.get('return_std', 0.0):.1f}"
+    vs = row.get("vs_fp32") or {}
+    if header == "Falls":
+        return f"{row['falls']}/{row['episodes']}" if "falls" in row else "–"
+    if header.startswith("Return vs"):
+        if vs.get("return_ratio") is None:
+            return "–"
+        lo, hi = vs["return_ratio_ci95"]
+        return f"{vs['return_ratio']:.3f} [{lo:.3f}, {hi:.3f}]"
+    if header in ("Bytes vs fp32", "p50 vs fp32"):
+        ratio = vs.get("bytes_ratio" if header.startswith("Bytes") else "p50_ratio")
+        return "–" if ratio is None else f"{ratio:.2f}"
+    if header.startswith("Non-finite"):
+        if "nonfinite_obs_steps_total" not in row:
+            return "–"
+        return f"{row['nonfinite_obs_steps_total']}/{row['nonfinite_action_steps_total']}"
     if header.startswith("overhead"):
         if row.get("harness_overhead_us_per_step") is None:
             return "–"
@@ -81,18 +104,20 @@ def markdown_table(rows: list[dict], machine: dict | None = None) -> str:
 
 
 def write_chart(rows: list[dict], path: str) -> str | None:
-    """Bar charts of return, p50 latency and peak RSS per variant; None without matplotlib."""
+    """Bar charts per variant: return, p50 latency, peak RSS, and model bytes with the
+    TFLM tensor arena beside them (where measured); None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
     except ImportError:
         return None
     rows = [r for r in rows if r.get("return_mean") is not None]
     if not rows:
         return None
     names = [r["name"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(min(18.0, 4.0 + 1.2 * len(rows)), 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(min(22.0, 5.0 + 1.6 * len(rows)), 4.5))
     panels = [
         ("Return (mean ± std)", [r["return_mean"] for r in rows],
          [r.get("return_std") or 0.0 for r in rows], False),
@@ -100,13 +125,24 @@ def write_chart(rows: list[dict], path: str) -> str | None:
         ("Peak RSS (MB)", [r.get("rss_mb_peak") or 0.0 for r in rows], None, False),
     ]
     colors = ["C0" if r.get("runtime") in ("litert", "tflm") else "C3" for r in rows]
-    for ax, (title, vals, err, log) in zip(axes, panels):
+    for ax, (title, vals, err, log) in zip(axes[:3], panels):
         ax.bar(range(len(rows)), vals, yerr=err, color=colors, capsize=3)
         ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
+    ax = axes[3]
+    x = np.arange(len(rows))
+    kb = [(r.get("model_bytes") or 0) / 1024 for r in rows]
+    arena = [(r.get("arena_bytes") or 0) / 1024 for r in rows]
+    ax.bar(x - 0.2, kb, width=0.4, color=colors, label="model")
+    ax.bar(x + 0.2, arena, width=0.4, color="C2", label="TFLM arena")
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+    ax.set_title("Model bytes / arena (KiB, log)", fontsize=10)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Ant-v5: exported actor variants (blue: LiteRT/TFLM, red: full TF/JAX)",
                  fontsize=10)
     fig.tight_layout()

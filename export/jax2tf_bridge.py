@@ -12,8 +12,6 @@ Current jax2tf always uses native serialization, so the SavedModel holds one
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from jaxrl_lite.policy import PolicySpec, deterministic_action
@@ -23,15 +21,20 @@ INPUT_NAME = "obs"
 OUTPUT_NAME = "action"
 
 
-def actor_fn(spec: PolicySpec, actor_params, norm):
-    """JAX function obs [B, obs_dim] -> action [B, act_dim] with constants closed over."""
+def actor_fn(spec: PolicySpec, actor_params, norm, clip_observations: bool = True):
+    """JAX function obs [B, obs_dim] -> action [B, act_dim] with constants closed over.
+
+    ``clip_observations=False`` leaves the normalised-feature clip out of the graph:
+    the int8 models need no MAXIMUM/MINIMUM because their input QUANTIZE saturates at
+    a calibrated range that lies inside [-CLIP, CLIP] (calibration observations are
+    clipped beforehand, see ``clip_to_normalizer_range``)."""
     import jax
     import jax.numpy as jnp
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), actor_params)
     norm = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), norm)
 
     def fn(obs):
-        return deterministic_action(spec, params, norm, obs)
+        return deterministic_action(spec, params, norm, obs, clip_observations)
 
     return fn
 
@@ -42,12 +45,24 @@ def jax_actions(spec: PolicySpec, actor_params, norm, obs: np.ndarray) -> np.nda
     return np.asarray(jax.jit(actor_fn(spec, actor_params, norm))(np.asarray(obs, np.float32)))
 
 
-def to_tf_module(spec: PolicySpec, actor_params, norm):
+def clip_to_normalizer_range(obs: np.ndarray, norm) -> np.ndarray:
+    """Raw obs [N, obs_dim] clipped per feature to mean +- CLIP * std, so that their
+    normalised features lie in [-CLIP, CLIP] (calibration data of unclipped graphs)."""
+    from jaxrl_lite import normalizer
+    mean = np.asarray(norm.mean, np.float32)
+    std = np.sqrt(np.maximum(np.asarray(norm.var, np.float32), 0.0)) + normalizer.STD_EPS
+    # 0.999: float rounding must not carry a clipped feature past CLIP.
+    half = 0.999 * normalizer.CLIP * std
+    return np.clip(np.asarray(obs, np.float32), mean - half, mean + half).astype(np.float32)
+
+
+def to_tf_module(spec: PolicySpec, actor_params, norm, clip_observations: bool = True):
     """A ``tf.Module`` whose ``serve`` takes float32 [1, obs_dim] named ``obs``."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
-    converted = jax2tf.convert(actor_fn(spec, actor_params, norm), with_gradient=False)
+    converted = jax2tf.convert(actor_fn(spec, actor_params, norm, clip_observations),
+                               with_gradient=False)
     module = tf.Module()
 
     @tf.function(autograph=False, input_signature=[
@@ -59,10 +74,11 @@ def to_tf_module(spec: PolicySpec, actor_params, norm):
     return module
 
 
-def save_saved_model(spec: PolicySpec, actor_params, norm, path: str) -> str:
+def save_saved_model(spec: PolicySpec, actor_params, norm, path: str,
+                     clip_observations: bool = True) -> str:
     """Convert and write the SavedModel into ``path`` (a new directory); returns path."""
     import tensorflow as tf
-    module = to_tf_module(spec, actor_params, norm)
+    module = to_tf_module(spec, actor_params, norm, clip_observations)
     tf.saved_model.save(module, path,
                         signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
     return path
@@ -75,7 +91,3 @@ def saved_model_actions(path: str, obs: np.ndarray) -> np.ndarray:
     obs = np.asarray(obs, np.float32)
     return np.concatenate([fn(**{INPUT_NAME: tf.constant(o[None])})[OUTPUT_NAME].numpy()
                            for o in obs], 0)
-
-
-def saved_model_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)

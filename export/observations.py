@@ -18,8 +18,9 @@ from jaxrl_lite.policy import PolicySpec
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 
-def numpy_policy(spec: PolicySpec, actor_params, norm) -> PolicyFn:
-    """obs float32 [N, obs_dim] -> tanh(torso(normalize(obs))) float32 [N, act_dim]."""
+def numpy_policy(spec: PolicySpec, actor_params, norm, return_hidden: bool = False) -> PolicyFn:
+    """obs float32 [N, obs_dim] -> tanh(torso(normalize(obs))) float32 [N, act_dim]
+    (``return_hidden``: -> (actions, [hidden layer outputs [N, width_l]]))."""
     p = actor_params["params"] if "params" in actor_params else actor_params
     acts = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0),
             "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
@@ -35,6 +36,7 @@ def numpy_policy(spec: PolicySpec, actor_params, norm) -> PolicyFn:
 
     def policy(obs: np.ndarray) -> np.ndarray:
         x = np.clip((np.asarray(obs, np.float32) - mean) / std, -normalizer.CLIP, normalizer.CLIP)
+        hidden = []
         for w, b, ln in layers:
             x = x @ w + b
             if ln is not None:  # flax LayerNorm: eps 1e-6, scale and bias
@@ -42,7 +44,9 @@ def numpy_policy(spec: PolicySpec, actor_params, norm) -> PolicyFn:
                 var = x.var(-1, keepdims=True)
                 x = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
             x = act(x)
-        return np.tanh(x @ out_w + out_b).astype(np.float32)
+            hidden.append(x)
+        action = np.tanh(x @ out_w + out_b).astype(np.float32)
+        return (action, hidden) if return_hidden else action
 
     return policy
 

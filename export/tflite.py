@@ -109,15 +109,9 @@ def normalization_prefix(model: bytes) -> list[str]:
     """Output tensor names of the ops before the first FULLY_CONNECTED (the
     normalisation: SUB/MUL/MAXIMUM/MINIMUM); by node, so that MUL/ADD/SUB inside
     the network (SiLU, LayerNorm) are still quantized."""
-    schema = _schema()
-    m = schema.Model.GetRootAs(model, 0)
-    names = _op_names()
-    g = m.Subgraphs(0)
+    _, g, ops = _operators(model)
     out = []
-    for j in range(g.OperatorsLength()):
-        op = g.Operators(j)
-        oc = m.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()))
+    for name, op in ops:
         if name == "FULLY_CONNECTED":
             break
         if name not in NORMALIZE_OPS:
@@ -136,26 +130,30 @@ def _op_names() -> dict[int, str]:
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
-def model_ops(model: bytes) -> list[str]:
-    """Builtin op names used by the model, in first-use order (CUSTOM ops as CUSTOM:<name>)."""
-    schema = _schema()
-    m = schema.Model.GetRootAs(model, 0)
+def _operators(model: bytes):
+    """(model, subgraph 0, [(op name, operator)] in execution order) of a flatbuffer;
+    the one walk over the graph every inspection below uses."""
+    m = _schema().Model.GetRootAs(model, 0)
     names = _op_names()
-    codes = []
-    for i in range(m.OperatorCodesLength()):
-        oc = m.OperatorCodes(i)
+    g = m.Subgraphs(0)
+    ops = []
+    for j in range(g.OperatorsLength()):
+        op = g.Operators(j)
+        oc = m.OperatorCodes(op.OpcodeIndex())
         code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
         name = names.get(code, f"UNKNOWN_{code}")
         if name == "CUSTOM":
             name = f"CUSTOM:{oc.CustomCode().decode()}"
-        codes.append(name)
+        ops.append((name, op))
+    return m, g, ops
+
+
+def model_ops(model: bytes) -> list[str]:
+    """Builtin op names used by the model, in first-use order (CUSTOM ops as CUSTOM:<name>)."""
     seen: list[str] = []
-    for s in range(m.SubgraphsLength()):
-        g = m.Subgraphs(s)
-        for j in range(g.OperatorsLength()):
-            n = codes[g.Operators(j).OpcodeIndex()]
-            if n not in seen:
-                seen.append(n)
+    for name, _ in _operators(model)[2]:
+        if name not in seen:
+            seen.append(name)
     return seen
 
 
@@ -178,18 +176,14 @@ def weight_sparsity(model: bytes) -> dict:
     so it verifies what the runtime actually multiplies.
     """
     schema = _schema()
-    m = schema.Model.GetRootAs(model, 0)
-    names = _op_names()
+    m, g, ops = _operators(model)
     dtypes = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
               schema.TensorType.INT8: np.int8}
-    g = m.Subgraphs(0)
     per_layer, zeros, total = [], 0, 0
-    for j in range(g.OperatorsLength()):
-        op = g.Operators(j)
-        oc = m.OperatorCodes(op.OpcodeIndex())
-        if names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())) != "FULLY_CONNECTED":
+    for name, op in ops:
+        if name != "FULLY_CONNECTED":
             continue
-        w = _const_tensor(m, g, op.Inputs(1), dtypes, names)
+        w = _const_tensor(m, g, op.Inputs(1), dtypes)
         if w is None:
             continue
         z = int(np.count_nonzero(w == 0))
@@ -200,7 +194,7 @@ def weight_sparsity(model: bytes) -> dict:
             "per_layer": per_layer}
 
 
-def _const_tensor(m, g, index, dtypes, names):
+def _const_tensor(m, g, index, dtypes):
     """The constant data of tensor ``index``, following one DEQUANTIZE (fp16 weights)."""
     t = g.Tensors(index)
     buf = m.Buffers(t.Buffer())
@@ -208,7 +202,7 @@ def _const_tensor(m, g, index, dtypes, names):
         for j in range(g.OperatorsLength()):  # produced by DEQUANTIZE of a constant?
             op = g.Operators(j)
             if op.OutputsLength() and op.Outputs(0) == index:
-                return _const_tensor(m, g, op.Inputs(0), dtypes, names)
+                return _const_tensor(m, g, op.Inputs(0), dtypes)
         return None
     dtype = dtypes.get(t.Type())
     if dtype is None:
@@ -219,15 +213,10 @@ def _const_tensor(m, g, index, dtypes, names):
 def integer_ops(model: bytes) -> dict[str, str]:
     """{op name: input dtype} for the MLP ops; int8 variants must have int8 there."""
     schema = _schema()
-    m = schema.Model.GetRootAs(model, 0)
-    names = _op_names()
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    g = m.Subgraphs(0)
+    _, g, ops = _operators(model)
     out = {}
-    for j in range(g.OperatorsLength()):
-        op = g.Operators(j)
-        oc = m.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()))
+    for name, op in ops:
         if name in _MLP_OPS:
             t = types[g.Tensors(op.Inputs(0)).Type()]
             if out.get(name, t) != t:
@@ -239,16 +228,23 @@ def integer_ops(model: bytes) -> dict[str, str]:
 def op_counts(model: bytes) -> dict[str, int]:
     """How many times each builtin op occurs (e.g. one QUANTIZE and one DEQUANTIZE
     for an int8 model whose whole network runs in integers)."""
-    schema = _schema()
-    m = schema.Model.GetRootAs(model, 0)
-    names = _op_names()
-    g = m.Subgraphs(0)
     out: dict[str, int] = {}
-    for j in range(g.OperatorsLength()):
-        oc = m.OperatorCodes(g.Operators(j).OpcodeIndex())
-        n = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?")
-        out[n] = out.get(n, 0) + 1
+    for name, _ in _operators(model)[2]:
+        out[name] = out.get(name, 0) + 1
     return out
+
+
+def output_step(model: bytes) -> float | None:
+    """Quantization step (scale) of the int8 tensor the model's final DEQUANTIZE reads:
+    one output LSB in action units (1/128 after an int8 TANH); None for float models."""
+    _, g, ops = _operators(model)
+    step = None
+    for name, op in ops:
+        if name == "DEQUANTIZE":
+            q = g.Tensors(op.Inputs(0)).Quantization()
+            if q is not None and q.ScaleLength():
+                step = float(q.Scale(0))
+    return step
 
 
 def gzip_bytes(data: bytes) -> int:

@@ -42,7 +42,9 @@ def update(state: NormalizerState, batch: jax.Array) -> NormalizerState:
     return NormalizerState(mean=mean, var=var, count=total)
 
 
-def normalize(state: NormalizerState, obs: jax.Array) -> jax.Array:
-    """obs [..., obs_dim] -> clip((obs - mean) / std, -CLIP, CLIP)."""
+def normalize(state: NormalizerState, obs: jax.Array, clip: bool = True) -> jax.Array:
+    """obs [..., obs_dim] -> clip((obs - mean) / std, -CLIP, CLIP) (no clip: ``clip=False``,
+    for int8 export graphs whose input quantization saturates inside [-CLIP, CLIP])."""
     std = jnp.sqrt(jnp.maximum(state.var, 0.0)) + STD_EPS
-    return jnp.clip((obs - state.mean) / std, -CLIP, CLIP)
+    z = (obs - state.mean) / std
+    return jnp.clip(z, -CLIP, CLIP) if clip else z

@@ -91,7 +91,7 @@ def init_actor_params(spec: PolicySpec, key: jax.Array):
 
 
 def deterministic_action(spec: PolicySpec, actor_params, norm_state: normalizer.NormalizerState,
-                         obs: jax.Array) -> jax.Array:
+                         obs: jax.Array, clip_observations: bool = True) -> jax.Array:
     """Raw obs float32 [..., obs_dim] -> action float32 [..., act_dim] in [-1, 1]."""
-    x = normalizer.normalize(norm_state, obs)
+    x = normalizer.normalize(norm_state, obs, clip=clip_observations)
     return jnp.tanh(actor_torso(spec).apply(actor_params, x))

@@ -24,7 +24,9 @@ from jaxrl_lite.policy import PolicySpec, deterministic_action, init_actor_param
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN = (64, 64)
-FAST = dict(num_calibration=400, num_heldout=300, num_distill=2000, prune_steps=900, verbose=False)
+FAST = dict(num_calibration=400, num_heldout=300, num_distill=2000, prune_steps=300,
+            prune_rounds=2, dagger_rounds=1, qat="always", qat_steps=300, studies=True,
+            verbose=False)
 
 
 def make_actor(spec: PolicySpec, seed: int = 0):
@@ -171,21 +173,87 @@ def test_sizes_and_pruning(export, probe):
     # overhead of quantization parameters is proportionally larger)
     assert len(int8) <= 0.45 * len(fp32)
     g = manifest["studies"]["int8_weight_granularity"]
-    assert len(int8) == g["bytes"][g["chosen"]]
-    assert tflite.gzip_bytes(pruned) < tflite.gzip_bytes(int8)
-    ws = tflite.weight_sparsity(pruned)
-    assert ws["total"] == 105 * 64 + 64 * 64 + 64 * 8
-    assert ws["sparsity"] >= 0.5 - 1e-3 and min(ws["per_layer"]) >= 0.5 - 1e-2
-    assert tflite.weight_sparsity(int8)["sparsity"] < 0.1
+    assert abs(len(int8) - g["bytes"][g["chosen"]]) <= 64  # (QAT weights: same layout)
+    # structured pruning: a genuinely smaller dense network (64 -> 24 units per layer)
     v = manifest["variants"]["pruned_int8"]
-    heldout = v["pruning"]["heldout"]
-    assert heldout["distilled_mae_vs_jax"] < heldout["one_shot_mae_vs_jax"]
-    assert _mae(tflite.run(pruned, obs), ref) < 0.1
-    sparse = manifest["studies"]["sparse_storage"]  # converter's sparse encoding, recorded
+    assert v["architecture"]["before"] == [105, 64, 64, 8]
+    assert v["architecture"]["after"] == [105, 24, 24, 8]
+    ws = tflite.weight_sparsity(pruned)
+    assert ws["total"] == 105 * 24 + 24 * 24 + 24 * 8 and ws["sparsity"] < 0.1
+    assert len(pruned) <= 0.6 * len(int8)
+    assert v["tensor_arena_bytes"] <= manifest["variants"]["int8"]["tensor_arena_bytes"]
+    assert v["pruning"]["rounds"][0]["hidden_sizes"] == [44, 44]  # gradual: 64 -> 44 -> 24
+    # (a random actor distilled for 2 x 300 steps; the trained policy's figures are in
+    # WORKSPACE.md) the distilled network is far closer than the bare cut
+    rounds = v["pruning"]["rounds"]
+    assert rounds[-1]["mae_on_visited_before"] < rounds[1]["mae_after_cut"]
+    assert _mae(tflite.run(pruned, obs), ref) < 0.15
+    # the unstructured recipe is a study: zeros in full-size tensors, no smaller file
+    study = manifest["studies"]["unstructured_pruning"]
+    assert study["sparsity"] >= 0.5 - 1e-2 and study["bytes"] >= len(int8) - 64
+    sparse = study["sparse_storage"]  # converter's sparse encoding, recorded
     assert sparse["litert_no_delegate"]["runs"]
     assert sparse["litert_no_delegate"]["action_mae_vs_jax"] < 0.1
     if "DENSIFY" in sparse["ops"]:
         assert not sparse["tflite_micro"]["runs"]
+
+
+def test_int8_graph_has_no_clip_and_saturates_like_it(export, run_dir, tmp_path):
+    """int8 models drop the normalisation clip: their input QUANTIZE saturates at the
+    calibrated range, which lies inside [-CLIP, CLIP] (calibration observations are
+    clipped first), so on observations far outside the training range they act
+    exactly like the same model converted with the clip in the graph."""
+    from export import jax2tf_bridge
+    out, _ = export
+    _, spec, params, norm = run_dir
+    assert not {"MAXIMUM", "MINIMUM"} & set(tflite.model_ops(
+        _read(os.path.join(out, "actor_int8.tflite"))))
+    pol = observations.numpy_policy(spec, params, norm)
+    calib = jax2tf_bridge.clip_to_normalizer_range(
+        observations.collect_observations(pol, 300, 78, action_noise=0.3), norm)
+    models = {}
+    for clip in (True, False):
+        sm = str(tmp_path / f"sm_{clip}")
+        jax2tf_bridge.save_saved_model(spec, params, norm, sm, clip_observations=clip)
+        models[clip] = tflite.convert(sm, "int8", calib, per_channel=False)
+    assert {"MAXIMUM", "MINIMUM"} <= set(tflite.model_ops(models[True]))
+    rng = np.random.default_rng(5)
+    std = np.sqrt(np.asarray(norm.var))
+    wild = (np.asarray(norm.mean) + std * rng.normal(0, 30, size=(50, 105))).astype(np.float32)
+    a, b = tflite.run(models[True], wild), tflite.run(models[False], wild)
+    assert np.abs(a - b).max() <= 2 / 128 and _mae(a, b) < 1e-3
+
+
+def test_quantization_aware_finetuning(export, probe):
+    """--qat=always: the fine-tuned model's simulated int8 error fell during fine-tuning,
+    and the exported int8 model is the better of the two recipes on calibration data."""
+    out, manifest = export
+    recipe = manifest["variants"]["int8"]["quantization_recipe"]
+    q = recipe["qat"]
+    assert q["simulated_int8_mae_after"] < q["simulated_int8_mae_before"]
+    ptq = recipe["post_training"]["action_mae_vs_jax"]
+    chosen = ptq if recipe["chosen"] == "post_training" else q["calibration"]["action_mae_vs_jax"]
+    assert chosen == min(ptq, q["calibration"]["action_mae_vs_jax"])
+
+
+def test_fake_quant_matches_the_converter(run_dir, tmp_path):
+    """The QAT forward pass simulates the converter's int8 model: same actions to a few
+    output steps (1/128) on real observations."""
+    import jax.numpy as jnp
+    from export import jax2tf_bridge, qat
+    _, spec, params, norm = run_dir
+    pol = observations.numpy_policy(spec, params, norm)
+    obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
+    calib = jax2tf_bridge.clip_to_normalizer_range(obs, norm)
+    sm = str(tmp_path / "sm")
+    jax2tf_bridge.save_saved_model(spec, params, norm, sm, clip_observations=False)
+    model = tflite.convert(sm, "int8", calib, per_channel=True)
+    ranges = qat.float_ranges(spec, params, norm, jnp.asarray(calib))
+    sim = np.asarray(qat.fake_quant_action(spec, params, norm, jnp.asarray(obs), ranges, True))
+    real = tflite.run(model, obs)
+    jax_ref = np.asarray(deterministic_action(spec, params, norm, obs))
+    assert _mae(sim, real) < 0.25 * _mae(real, jax_ref)  # simulation error << quant. error
+    assert np.abs(sim - real).max() <= 4 / 128
 
 
 def test_int8_normalisation_before_after(export):
@@ -348,6 +416,13 @@ def test_bad_inputs_in_process(run_dir, tmp_path):
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(convert.ExportError, match="prune_sparsity"):
             convert.ExportOptions(prune_sparsity=bad)
+    for bad in (0.0, -0.5, 1.01):
+        with pytest.raises(convert.ExportError, match="prune_keep"):
+            convert.ExportOptions(prune_keep=bad)
+    with pytest.raises(convert.ExportError, match="--qat must be one of"):
+        convert.ExportOptions(qat="sometimes")
+    with pytest.raises(convert.ExportError, match="prune_rounds"):
+        convert.ExportOptions(prune_rounds=0)
     with pytest.raises(convert.ExportError, match="unknown variants"):
         convert.ExportOptions(variants=("fp32", "int4"))
     (tmp_path / "file").write_text("x")
@@ -379,6 +454,8 @@ def test_cli_bad_inputs(run_dir, tmp_path):
                                                     f"--out_dir={out}"))
     assert "prune_sparsity" in _one_line_error(_cli(f"--run_dir={d}", f"--out_dir={out}",
                                                     "--prune_sparsity=1.0"))
+    assert "prune_keep" in _one_line_error(_cli(f"--run_dir={d}", f"--out_dir={out}",
+                                                "--prune_keep=0"))
     # a truncated checkpoint (copy, then cut the largest data file of policy/ in half)
     bad = tmp_path / "truncated"
     shutil.copytree(d, bad)
@@ -410,3 +487,19 @@ def test_cli_exports_and_replaces(run_dir, tmp_path):
     assert manifest["variants"]["fp32"]["action_mae_vs_jax"] <= 1e-5
     assert sorted(os.listdir(out)) == ["actor.onnx", "actor_fp32.tflite", "manifest.json",
                                        "saved_model"]
+
+
+@pytest.mark.parametrize("activation,layer_norm", [("tanh", False), ("relu", True),
+                                                   ("elu", False), ("silu", True)])
+def test_numpy_actor_matches_jax(activation, layer_norm):
+    """observations.numpy_policy (rollouts for calibration, distillation, pruning
+    importance) computes the same function as jaxrl_lite.policy.deterministic_action."""
+    spec = PolicySpec("Ant-v5", 105, 8, (32, 16), activation, layer_norm)
+    params, norm = make_actor(spec, seed=3) if activation == "tanh" else (
+        jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(3))),
+        observations.fit_normalizer(np.random.default_rng(3).normal(2, 3, (200, 105))))
+    obs = np.random.default_rng(4).normal(2, 5, (300, 105)).astype(np.float32)
+    ref = np.asarray(deterministic_action(spec, params, norm, obs))
+    got, hidden = observations.numpy_policy(spec, params, norm, return_hidden=True)(obs)
+    assert np.abs(got - ref).max() < 1e-5
+    assert [h.shape for h in hidden] == [(300, 32), (300, 16)]
