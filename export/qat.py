@@ -37,7 +37,7 @@ TANH_SCALE = 1.0 / 128.0
 class QATConfig:
     steps: int = 3000
     batch: int = 256
-    lr: float = 1e-4
+    lr: float = 3e-4
     per_channel: bool = True
     seed: int = 0
 

@@ -38,10 +38,10 @@ class StructuredConfig:
 
     keep: float = 0.375
     rounds: int = 4
-    steps: int = 1500
+    steps: int = 3000
     batch: int = 256
     lr: float = 1e-3
-    dagger_rounds: int = 2
+    dagger_rounds: int = 4
     dagger_obs: int = 4000
     dagger_noise: float = 0.1
     seed: int = 0
