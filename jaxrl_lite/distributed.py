@@ -378,18 +378,6 @@ def sharded_init(init_fn: Callable[[], Any], mesh: Mesh, num_envs: int,
     return jax.jit(init_fn, out_shardings=shardings)(), shardings
 
 
-def shard_state(state: Any, shardings: Any) -> Any:
-    """Place an existing single-process state (e.g. a host copy) on the mesh."""
-    if jax.process_count() == 1:
-        return jax.device_put(state, shardings)
-
-    def put(x, s):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-
-    return jax.tree_util.tree_map(put, state, shardings)
-
-
 def abstract_state(shapes: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying the shardings: the template for a sharded
     ``Checkpointer.restore`` (each process reads only its shards)."""
