@@ -125,10 +125,16 @@ class BatchStepper:
                 self._done.release()
 
     def close(self) -> None:
-        """Stop the worker threads (also happens at interpreter exit)."""
-        self._closed = True
-        for t in range(1, self.num_threads):
-            self._go[t].release()
+        """Stop the worker threads (also happens at interpreter exit). Waits for a
+        step in flight: closing under the lock means no worker can see ``_closed``
+        between a step's hand-off and its chunk (which left that step waiting
+        forever for the worker's ``_done``)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for t in range(1, self.num_threads):
+                self._go[t].release()
 
     def __del__(self):  # pragma: no cover - best effort
         try:
