@@ -11,7 +11,8 @@ how resume and restarts work: ``jaxrl_lite.trainer`` and ``jaxrl_lite.run_config
 
 Every error is one line on stderr: exit status 2 for bad input (before any
 compilation and without touching DIR), 3 for divergence, 4 for a failed
-checkpoint or metrics write, 130 for Ctrl-C / SIGTERM.
+checkpoint or metrics write, 5 when another process of a multi-process run
+stopped, 130 for Ctrl-C / SIGTERM.
 """
 from __future__ import annotations
 
@@ -209,6 +210,8 @@ def run_cli(config_check=None) -> dict:
             config_check(config)
         plan = trainer.prepare(config)
         return trainer.train(plan)
+    except trainer.PeerLost as e:
+        distributed.exit_now(str(e), e.exit_code)
     except trainer.TrainingError as e:
         fail(str(e), e.exit_code)
     except (ValueError, distributed.DistributedError) as e:

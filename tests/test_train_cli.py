@@ -94,23 +94,69 @@ def test_run_writes_every_artifact(runs):
     assert bundle.spec.hidden_sizes == (16, 16)
 
 
+def _strip(recs):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in recs]
+
+
+def assert_same_run(a, b, step="1536"):
+    """Same metrics (timing aside) and bit-identical state arrays at ``step``."""
+    assert _strip(metrics.read(a)) == _strip(metrics.read(b))
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as reader:
+        sa = reader.restore(os.path.join(a, "checkpoints", step, "state"))
+        sb = reader.restore(os.path.join(b, "checkpoints", step, "state"))
+    la, lb = (_leaves(sa), _leaves(sb))
+    assert la.keys() == lb.keys() and len(la) > 10
+    for k in la:
+        np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+
+
 def test_resume_reproduces_uninterrupted_run_exactly(runs):
     a, b = runs["a"], runs["b"]
     assert runs["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
-                          for r in recs]
-    ra, rb = metrics.read(a), metrics.read(b)
-    assert strip(ra) == strip(rb)
-    assert rb[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # wall time continues
-    import orbax.checkpoint as ocp
-    for step in ("1536",):
-        sa = ocp.StandardCheckpointer().restore(os.path.join(a, "checkpoints", step, "state"))
-        sb = ocp.StandardCheckpointer().restore(os.path.join(b, "checkpoints", step, "state"))
-        la, lb = (_leaves(sa), _leaves(sb))
-        assert la.keys() == lb.keys() and len(la) > 10
-        for k in la:
-            np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    assert_same_run(a, b)
+    assert metrics.read(b)[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # continues
     assert len(open(os.path.join(b, "runtime.jsonl")).readlines()) == 2
+
+
+def test_resume_step_continues_from_an_older_checkpoint_exactly(runs):
+    d = str(runs["base"] / "resume_step")
+    shutil.copytree(runs["a"], d)
+    _damage("state", "flipped")(d)
+    proc = train(*COMMON, f"--out_dir={d}", "--resume", "--resume_step=1024")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(runs["a"], d)
+    (moved,) = os.listdir(os.path.join(d, "discarded_checkpoints"))
+    assert os.listdir(os.path.join(d, "discarded_checkpoints", moved)) == ["1536"]
+
+
+def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(runs):
+    d = str(runs["base"] / "bad_policy")
+    shutil.copytree(runs["a"], d)
+    _damage("policy", "flipped")(d)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load_policy(d)
+    msg = str(e.value)
+    assert "\n" not in msg and "checkpoints/1536 is damaged: policy/" in msg
+    assert f"newest intact checkpoint: step 1024 (use {d}/checkpoints/1024)" in msg
+    assert checkpoint.load_policy(os.path.join(d, "checkpoints", "1024")).step == 1024
+    # Damage in state/ does not concern the deployable policy.
+    d2 = str(runs["base"] / "bad_state_policy_ok")
+    shutil.copytree(runs["a"], d2)
+    _damage("state", "truncated")(d2)
+    assert checkpoint.load_policy(d2).step == 1536
+
+
+def test_killed_before_first_checkpoint_restarts_with_the_same_command(runs):
+    d = str(runs["base"] / "restart")
+    killed = train(*COMMON, f"--out_dir={d}",
+                   env_extra={"JAXRL_LITE_FAULT_KILL_AT": "record:256"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert checkpoint.list_steps(d) == [] and [r["step"] for r in metrics.read(d)] == [256]
+    again = train(*COMMON, f"--out_dir={d}")  # the same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "holds no checkpoint of this run: starting it from step 0" in again.stderr
+    assert_same_run(runs["a"], d)
 
 
 def _leaves(tree, prefix=""):
@@ -132,6 +178,35 @@ def _corrupt(run_dir):
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"garbage")
+
+
+def _largest_file(d):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def _damage(item, how):
+    """Damage ``item`` (state | policy) of the newest checkpoint (1536) of a run."""
+    def prepare(run_dir):
+        d = os.path.join(run_dir, "checkpoints", "1536", item)
+        if how == "missing":
+            sub = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))[0]
+            shutil.rmtree(os.path.join(d, sub))
+            return
+        f = _largest_file(d)
+        with open(f, "r+b") as fh:
+            if how == "truncated":
+                fh.truncate(os.path.getsize(f) // 2)
+            else:  # one flipped byte: same size, other content
+                fh.seek(os.path.getsize(f) // 2)
+                byte = fh.read(1)
+                fh.seek(-1, 1)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+    return prepare
+
+
+DAMAGE = {"flipped": r"has changed since it was written \(SHA-256 mismatch\)",
+          "truncated": "bytes, .* were written", "missing": "is missing"}
 
 
 def _bad_cases(base, a):
@@ -164,9 +239,20 @@ def _bad_cases(base, a):
          r"newest intact checkpoint: step 1024 \(use --resume_step=1024\)",
          copy("corrupt", _corrupt)),
         ("other_run", [], r"already holds a run \(config.json\)", copy("other")),
+        ("resume_step_absent", ["--resume", "--resume_step=700"],
+         r"--resume_step=700: no checkpoint for that step .*have \[1024, 1536\]",
+         copy("step_absent")),
+        ("resume_step_without_resume", ["--resume_step=1024"], r"--resume_step needs --resume",
+         None),
         ("resume_diff", ["--resume", "--seed=1"], r"--seed=1 differs .*seed=0",
          copy("diff")),
     ]
+    for item in ("state", "policy"):
+        for how, phrase in DAMAGE.items():
+            cases.append((f"damaged_{item}_{how}", ["--resume"],
+                          rf"checkpoints/1536 is damaged: {item}/.*{phrase}; newest intact "
+                          rf"checkpoint: step 1024 \(use --resume_step=1024\)",
+                          copy(f"damaged_{item}_{how}", _damage(item, how))))
     ppo_only = set(f.name for f in agents.config_fields(agents.get("ppo").Config))
     ppo_only -= set(f.name for f in agents.config_fields(agents.get("ac").Config))
     assert "unroll_length" in ppo_only
@@ -191,7 +277,9 @@ def bad_results(runs):
 
 BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
        "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
-       "other_run", "resume_diff", "wrong_algo_flag"]
+       "other_run", "resume_diff", "wrong_algo_flag", "resume_step_absent",
+       "resume_step_without_resume"] + [
+    f"damaged_{item}_{how}" for item in ("state", "policy") for how in DAMAGE]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -201,7 +289,7 @@ def test_bad_input_is_one_line_error_and_touches_nothing(bad_results, name):
     lines = [ln for ln in proc.stderr.strip().splitlines() if not LOG_LINE.match(ln)]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("train: error: ") and re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
     if before is None:
         assert not os.path.exists(out)  # nothing created for rejected input
     else:
