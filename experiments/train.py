@@ -25,6 +25,7 @@ import dataclasses  # noqa: E402
 import logging as pylogging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import typing  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
@@ -170,6 +171,35 @@ def config_from_args(args: list[str]) -> TrainConfig:
     return config_from_flags()
 
 
+class _OneLineRecords(pylogging.Filter):
+    """Library errors logged with a traceback (orbax's writer threads and asyncio
+    after a failed save) become their first line: the CLI reports the failure
+    itself, as one line."""
+
+    def filter(self, record):
+        if record.exc_info or record.exc_text or "\n" in str(record.msg):
+            lines = record.getMessage().strip().splitlines()
+            record.msg, record.args = (lines[0] if lines else ""), ()
+            record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+def _one_line_background_errors() -> None:
+    for handler in pylogging.getLogger().handlers:
+        handler.addFilter(_OneLineRecords())
+
+    def thread_hook(args):
+        logging.warning("background thread %s: %s: %s", getattr(args.thread, "name", "?"),
+                        args.exc_type.__name__, (str(args.exc_value).splitlines() or [""])[0])
+
+    def unraisable_hook(u):
+        logging.warning("ignored %s: %s", type(u.exc_value).__name__,
+                        (str(u.exc_value).splitlines() or [""])[0])
+
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -202,6 +232,7 @@ def run_cli(config_check=None) -> dict:
     may add caller-specific checks (raise ConfigError). Returns the summary."""
     from jaxrl_lite import distributed, trainer
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
+    _one_line_background_errors()
     out_dir = _OUT.value
     try:
         initialize_distributed()

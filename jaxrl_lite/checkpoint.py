@@ -21,11 +21,13 @@ only for its item directories.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import threading
 from typing import Any
 
 import jax
@@ -95,11 +97,14 @@ class Checkpointer:
                 "policy_spec": spec.to_json(), **(extra_meta or {})}
         policy = {"actor_params": actor_params,
                   "norm": {"mean": norm.mean, "var": norm.var, "count": norm.count}}
-        self._manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(train_state),
-            policy=ocp.args.StandardSave(policy),
-            meta=ocp.args.JsonSave(meta)), force=True)
-        self._manager.wait_until_finished()
+        with _thread_errors() as errors:
+            self._manager.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(train_state),
+                policy=ocp.args.StandardSave(policy),
+                meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.wait_until_finished()
+        if errors:  # a writer thread failed but orbax did not say so
+            raise errors[0]
         if jax.process_index() == 0:
             write_manifest(os.path.join(self.directory, str(int(step))))
 
@@ -121,6 +126,20 @@ class Checkpointer:
 
     def close(self):
         self._manager.close()
+
+
+@contextlib.contextmanager
+def _thread_errors():
+    """Collect exceptions of orbax's writer threads instead of printing their
+    tracebacks (orbax re-raises the failure in the caller; a full disk would
+    otherwise print a traceback per thread besides the one-line error)."""
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous
 
 
 def _first_line(e: Exception) -> str:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -198,11 +199,16 @@ def _quiet_orbax():
 
 
 def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind ``e`` (orbax and tensorstore wrap them), if any."""
+    """The OSError behind ``e``, if any: orbax re-raises them wrapped, tensorstore
+    as a ValueError whose text ends in ``[os_error_code='28']``."""
     seen = 0
     while e is not None and seen < 10:
         if isinstance(e, OSError):
             return e
+        m = re.search(r"os_error_code='(\d+)'", str(e))
+        if m:
+            code = int(m.group(1))
+            return OSError(code, os.strerror(code))
         e = e.__cause__ or e.__context__
         seen += 1
     return None
