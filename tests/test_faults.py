@@ -165,6 +165,7 @@ def _two_processes(out, *extra, fault_on=None):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_dead_process_stops_the_other_with_one_line_and_both_resume_exactly(tmp_path,
                                                                               victim):
