@@ -16,8 +16,8 @@ Two jobs, kept free of JAX:
   threads (``mj_step`` releases the GIL), one ``MjData`` per thread. Each
   simulation is loaded from its full integration state (qpos, qvel and the
   solver's warm start ``qacc_warmstart``; the Ant has no activations), so a
-  step is a pure function of its inputs and reproduces gymnasium bit for bit.
-  (With a zero warm start instead, qvel differs by up to ~2e-7 after one step.)
+  step is a pure function of its inputs and reproduces gymnasium bit for bit
+  (a zero warm start instead changes qvel within float32 rounding: WORKSPACE.md).
 """
 from __future__ import annotations
 
