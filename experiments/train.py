@@ -63,6 +63,9 @@ _MAX_WALL = flags.DEFINE_float(
     "max_wall_s", 0.0, "Wall-time budget in seconds (0 = none): at the first log record past "
     "it, evaluate, checkpoint and stop (resumable; the schedule still spans total_steps).")
 _PROGRESS = flags.DEFINE_boolean("progress", True, "Show a rich progress bar (on a terminal).")
+_TENSORBOARD = flags.DEFINE_boolean(
+    "tensorboard", False, "Also write metrics.jsonl's scalars as TensorBoard event files in "
+    "out_dir/tensorboard/ (needs tensorflow; metrics.jsonl stays the record).")
 _PLOT_EVERY = flags.DEFINE_float("plot_every_s", 20.0, "Seconds between learning-curve redraws.")
 _NUM_DEVICES = flags.DEFINE_integer(
     "num_devices", 0, "Devices to shard the env batch over (0 = all, of all processes); "

@@ -18,6 +18,7 @@ A directory holding checkpoints is never started over.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import typing
@@ -31,7 +32,7 @@ METRICS_FILE = "metrics.jsonl"
 # computed).
 RESUME_FREE = ("coordinator_address", "process_id", "distributed_timeout_s", "resume",
                "resume_step", "progress", "stop_after_steps", "out_dir", "plot_every_s",
-               "max_wall_s")
+               "max_wall_s", "tensorboard")
 EXIT_BAD_INPUT = 2
 
 
@@ -73,6 +74,7 @@ class TrainConfig:
     plot_every_s: float = 20.0
     num_devices: int = 0          # 0 = every device of every process
     num_processes: int = 1
+    tensorboard: bool = False     # also write TensorBoard event files (needs tensorflow)
     agent_config: typing.Any = None
 
     def to_json(self) -> dict:
@@ -116,6 +118,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
     if config.resume_step and not config.resume:
         raise ConfigError("--resume_step needs --resume")
+    if config.tensorboard and importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError("--tensorboard writes through TensorFlow's summary writer, which is "
+                          "not installed: pip install '.[export]' or drop --tensorboard")
     agent_config = mod.Config() if config.agent_config is None else config.agent_config
     if type(agent_config) is not mod.Config:
         raise ConfigError(f"agent_config is a {type(agent_config).__qualname__}, "

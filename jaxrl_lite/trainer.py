@@ -185,6 +185,9 @@ class _NoWriter:
     def plot(self):
         pass
 
+    def close(self):
+        pass
+
 
 @contextlib.contextmanager
 def _quiet_orbax():
@@ -411,6 +414,9 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         # A resume drops records after its checkpoint; a restart drops all of them.
         if plan.start != "fresh":
             writer.truncate_after(resumed_from or 0)
+    if config.tensorboard and primary:
+        with writing(metrics.TENSORBOARD_SUBDIR):
+            writer.start_tensorboard()
 
     shardings = distributed.state_shardings(state, run.mesh, ac.num_envs)
     train_iteration = distributed.data_parallel(mod.make_train_iteration(ac, run.env),
@@ -539,6 +545,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         with contextlib.suppress(OSError):
             if writer.records:
                 writer.plot()
+            writer.close()
     return {"exit": exit_reason, "env_steps": it * steps_per_iter, "iterations": it,
             "compile_s": compile_s, "wall_s": wall_offset + time.perf_counter() - t_run,
             "setup_s": t_run - t_start, "last": last, "state": state, "spec": spec,

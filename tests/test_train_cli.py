@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxrl_lite import agents, checkpoint, metrics
+from tests.deps import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
@@ -314,6 +315,40 @@ def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
         assert np.all(np.isfinite(leaf))
     diverged_at = int(re.search(r"env step (\d+)", lines[0]).group(1))
     assert bundle.step < diverged_at == 256 and "loss/injected_fault" in lines[0]
+
+
+def _tensorboard_scalars(directory):
+    """{tag: [(step, value), ...]} of every event file in ``directory``."""
+    tf = require("tensorflow")
+    from tensorflow.core.util import event_pb2
+
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        for raw in tf.data.TFRecordDataset(os.path.join(directory, name)):
+            event = event_pb2.Event.FromString(raw.numpy())
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
+    return out
+
+
+def test_tensorboard_mirrors_metrics_once_per_step_across_a_resume(runs):
+    d = str(runs["base"] / "tensorboard")
+    first = train(*COMMON, f"--out_dir={d}", "--stop_after_steps=700", "--tensorboard")
+    assert first.returncode == 0, first.stderr[-3000:]
+    with open(os.path.join(d, "metrics.jsonl"), "a") as f:  # as if killed after a record
+        f.write(json.dumps({"step": 1088, "iteration": 17, "loss/total": 1.0}) + "\n")
+    again = train(*COMMON, f"--out_dir={d}", "--resume", "--tensorboard")
+    assert again.returncode == 0, again.stderr[-3000:]
+    tb = os.path.join(d, "tensorboard")
+    assert len([n for n in os.listdir(tb) if n.startswith("events.out.tfevents.")]) == 1
+    scalars = _tensorboard_scalars(tb)
+    recs = metrics.read(d)
+    assert _strip(recs) == _strip(metrics.read(runs["a"]))  # the record stays metrics.jsonl
+    for key in ("episode_return_mean", "loss/total", "eval/return_mean", "wall_s"):
+        want = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
+        got = scalars[key]
+        assert [s for s, _ in got] == [s for s, _ in want], key  # each step once, in order
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)
 
 
 def test_metrics_writer_truncates_records_after_the_resumed_checkpoint(tmp_path):
