@@ -33,16 +33,14 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import sys
-import threading
 import time
 from typing import Callable
 
 from absl import logging
 
-from jaxrl_lite import agents, checkpoint
+from jaxrl_lite import agents, checkpoint, faults
 from jaxrl_lite.run_config import (CONFIG_FILE, RUNTIME_FILE, ConfigError, TrainConfig,
                                    TrainingError, plan_out_dir, validate)
 
@@ -52,43 +50,6 @@ __all__ = ["train", "prepare", "validate", "TrainConfig", "TrainingError", "Conf
 EXIT_DIVERGED = 3
 EXIT_OUTPUT = 4
 DISCARDED_SUBDIR = "discarded_checkpoints"
-# Fault injection for tests: from this env step on, a logged metric reads NaN, so the
-# divergence path (stop, exit 3, name the last good checkpoint) runs deterministically.
-FAULT_NAN_ENV = "JAXRL_LITE_FAULT_NAN_AT_STEP"
-# Fault injection for tests: "PHASE:STEP" SIGKILLs this process at env step STEP:
-# "record" right after its metrics record, "save" while orbax writes its checkpoint
-# (once the temporary step directory exists), "checksums" after orbax finished it but
-# before checksums.json exists.
-FAULT_KILL_ENV = "JAXRL_LITE_FAULT_KILL_AT"
-
-
-def _fault_kill() -> tuple[str, int] | None:
-    spec = os.environ.get(FAULT_KILL_ENV, "")
-    if not spec:
-        return None
-    phase, _, step = spec.partition(":")
-    if phase not in ("record", "save", "checksums") or not step.isdigit():
-        raise ConfigError(f"{FAULT_KILL_ENV}={spec!r}: expected record|save|checksums:STEP")
-    return phase, int(step)
-
-
-def _kill_self() -> None:
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _kill_when_saving(ckpt_dir: str, step: int) -> None:
-    """Watch ``ckpt_dir`` and SIGKILL this process as soon as orbax's temporary
-    directory for ``step`` appears (the save is then in flight)."""
-    def watch():
-        while True:
-            with contextlib.suppress(OSError):
-                if any(n.startswith(f"{step}.") for n in os.listdir(ckpt_dir)):
-                    _kill_self()
-            time.sleep(0.0002)
-    threading.Thread(target=watch, daemon=True, name="fault-kill-in-save").start()
-
-
 class Diverged(TrainingError):
     """Non-finite metrics or policy parameters (exit status 3)."""
 
@@ -396,8 +357,11 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
 
     config, mod, ac = run.config, run.mod, run.agent_config
     steps_per_iter, total_iters, stop_it = run.steps_per_iter, run.total_iters, run.stop_it
-    fault_nan_at = int(os.environ.get(FAULT_NAN_ENV, "0") or 0)
-    fault_kill = _fault_kill()
+    fault_nan_at = faults.nan_at_step()
+    try:
+        fault_kill = faults.kill_point()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     primary = distributed.is_primary()
     info = _runtime_info(config, resumed_from)
     logging.info("JAX %s on %s; algo=%s env=%s backend=%s (%s); %d env steps/iteration, "
@@ -450,7 +414,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         actor, norm = distributed.to_host(mod.policy_parts(ac, ts)[1:])
         step = it * steps_per_iter
         if fault_kill == ("save", step):
-            _kill_when_saving(ckpt.directory, step)
+            faults.kill_when_saving(ckpt.directory, step)
         with writing("a checkpoint"), _quiet_orbax():
             ckpt.save(step, agents.checkpoint_state(mod, ac, ts), spec,
                       actor, norm, config.algo,
@@ -460,7 +424,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         if fault_kill in (("save", step), ("checksums", step)):
             # On disk as if killed between orbax's rename and the checksums.
             os.remove(os.path.join(ckpt.directory, str(step), checkpoint.MANIFEST))
-            _kill_self()
+            faults.kill_self()
 
     bar = progress.Progress(total_iters * steps_per_iter, start_iter * steps_per_iter,
                             enabled=config.progress and primary,
@@ -519,7 +483,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
             with writing(metrics.METRICS_FILE):
                 writer.write(record, force_plot=it == stop_it)
             if fault_kill == ("record", record["step"]):
-                _kill_self()
+                faults.kill_self()
             last = record
             ret = record.get("episode_return_mean")
             logging.log(logging.DEBUG if bar.active else logging.INFO,

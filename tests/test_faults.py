@@ -6,7 +6,6 @@ metrics and state arrays bit for bit. Kill points come from the trainer's
 ``JAXRL_LITE_FAULT_KILL_AT=PHASE:STEP`` hook, so each is hit deterministically.
 """
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ import numpy as np
 import pytest
 
 from jaxrl_lite import checkpoint, metrics
-from tests.test_train_cli import COMMON, LOG_LINE, ROOT, TIMING, _env, assert_same_run, train
+from tests.test_train_cli import (COMMON, LOG_LINE, ROOT, _env, _strip, assert_same_run,
+                                  train)
 
 ANT = ["--algo=ppo", "--env=Ant-v5", "--backend=mujoco", "--num_envs=8", "--unroll_length=8",
        "--num_minibatches=2", "--num_epochs=1", "--total_steps=1024", "--policy_hidden=16,16",
@@ -193,8 +193,7 @@ def test_a_dead_process_stops_the_other_with_one_line_and_both_resume_exactly(tm
         assert p.returncode == 0, err[-3000:]
     # The state is sharded over both processes; compare what every process computed
     # (metrics, timing aside) and the deployable policy process 0 wrote.
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in TIMING} for r in recs]  # noqa: E731
-    assert strip(metrics.read(a)) == strip(metrics.read(b))
+    assert _strip(metrics.read(a)) == _strip(metrics.read(b))
     pa, pb = checkpoint.load_policy(a), checkpoint.load_policy(b)
     assert pa.step == pb.step == 512
     for x, y in zip(jax.tree_util.tree_leaves((pa.actor_params, pa.norm)),

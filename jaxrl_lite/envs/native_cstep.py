@@ -5,8 +5,8 @@ against the headers and ``libmujoco`` that ship in the ``mujoco`` wheel,
 loaded with ctypes. The shared object is code this process runs, so it is
 cached only in a per-user directory created 0700 (:func:`cache_dir`), named by
 a hash of the source, compiler and flags, and loaded only if it and its
-directory belong to this user and are not writable by group or others. ``mjb_apply`` (MuJoCo's batch API, the engine under
-``mujoco.batch``) runs the per-simulation function below on its persistent
+directory belong to this user and are not writable by group or others.
+``mjb_apply`` (MuJoCo's batch API, the engine under ``mujoco.batch``) runs the per-simulation function below on its persistent
 thread pool, so one call steps the whole batch with no Python (and no GIL) per
 simulation. Results are bit-identical to the Python pool in
 :mod:`jaxrl_lite.envs.native_physics`, which remains the fallback when no C
@@ -176,7 +176,7 @@ def _private_dir(path: str) -> str:
 
 
 def _check_private(path: str) -> None:
-    st = os.lstat(path)
+    st = os.stat(path)
     if st.st_uid != os.getuid():
         raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user "
                               f"({os.getuid()}); refusing to load code from it")
