@@ -166,15 +166,22 @@ def _two_processes(out, *extra, fault_on=None):
     return procs
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1500)
-@pytest.mark.parametrize("victim", [1, 0])
-def test_a_dead_process_stops_the_other_with_one_line_and_both_resume_exactly(tmp_path,
-                                                                              victim):
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """The uninterrupted two-process run (reference for both victims)."""
+    a = str(tmp_path_factory.mktemp("two") / "a")
     for p in _two_processes(a):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
+    return a
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_dead_process_stops_the_other_with_one_line_and_both_resume_exactly(
+        two_process_run, tmp_path, victim):
+    a, b = two_process_run, str(tmp_path / "b")
     procs = _two_processes(b, fault_on=(victim, "record:320"))
     _, err = procs[victim].communicate(timeout=600)
     assert procs[victim].returncode == -9, err[-3000:]
