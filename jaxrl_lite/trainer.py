@@ -334,10 +334,13 @@ def train(config: TrainConfig | Plan,
     distributed.barrier("config-written")
     with _quiet_orbax():
         ckpt = checkpoint.Checkpointer(config.out_dir, max_to_keep=config.keep_checkpoints)
+    # float32 matmuls everywhere (TF32 on some GPUs otherwise), as the CLI sets it.
+    precision = os.environ.get("JAX_DEFAULT_MATMUL_PRECISION") or "highest"
     try:
-        state, start_iter, resumed_from, wall_offset = _initial_state(run, plan, ckpt)
-        return _loop(run, plan, ckpt, state, start_iter, resumed_from, wall_offset,
-                     on_record, t_start)
+        with jax.default_matmul_precision(precision):
+            state, start_iter, resumed_from, wall_offset = _initial_state(run, plan, ckpt)
+            return _loop(run, plan, ckpt, state, start_iter, resumed_from, wall_offset,
+                         on_record, t_start)
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise

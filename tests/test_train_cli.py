@@ -120,6 +120,26 @@ def test_resume_reproduces_uninterrupted_run_exactly(runs):
     assert len(open(os.path.join(b, "runtime.jsonl")).readlines()) == 2
 
 
+def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
+    from jaxrl_lite import trainer
+    from jaxrl_lite.agents.ppo.train import Config
+
+    out = str(tmp_path / "api")
+    config = trainer.TrainConfig(
+        out_dir=out, algo="ppo", env="PointMass-v0", log_every_steps=256,
+        checkpoint_every_steps=512, eval_every_steps=512, eval_envs=4, keep_checkpoints=2,
+        progress=False, plot_every_s=1000,
+        agent_config=Config(num_envs=8, unroll_length=8, num_minibatches=2, num_epochs=2,
+                            total_steps=1536, policy_hidden=(16, 16), value_hidden=(16, 16)))
+    summary = trainer.train(config)
+    assert summary["exit"] == "finished" and summary["env_steps"] == 1536
+    assert summary["last"]["step"] == 1536 and "eval/return_mean" in summary["last"]
+    assert_same_run(runs["a"], out)
+    with pytest.raises(trainer.ConfigError, match=r"already holds a run") as e:
+        trainer.train(config)  # never over a run with checkpoints
+    assert e.value.exit_code == 2
+
+
 def test_resume_step_continues_from_an_older_checkpoint_exactly(runs):
     d = str(runs["base"] / "resume_step")
     shutil.copytree(runs["a"], d)
