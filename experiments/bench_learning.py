@@ -1,4 +1,4 @@
-"""Learning benchmark: train with a preset through the launcher's own code path,
+"""Learning benchmark: train with a preset through the training CLI's own code path,
 then evaluate the deterministic policy in gymnasium's OWN ``Ant-v5``.
 
     python -m experiments.bench_learning --flagfile=experiments/configs/ppo_cpu.flags \
@@ -23,7 +23,8 @@ import time
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
-from jaxrl_lite import evaluation
+from jaxrl_lite import evaluation, trainer
+from jaxrl_lite.trainer import ConfigError
 
 _EPISODES = flags.DEFINE_integer("episodes", 10, "gymnasium evaluation episodes.")
 _GYM_SEED = flags.DEFINE_integer("gym_seed", 1000, "Seed of the first evaluation episode.")
@@ -33,14 +34,14 @@ _SKIP_TRAIN = flags.DEFINE_boolean("eval_only", False, "Skip training: evaluate 
                                    "checkpoint already in --out_dir.")
 
 
-def _update_figures(rc, summary) -> dict:
+def _update_figures(config, summary) -> dict:
     """Gradient updates, updates/s and how many sampled transitions each collected
     one fed (the actor-critic's compute figures); {} for agents without updates."""
     updates = getattr(summary["state"], "updates", None)
     if updates is None:
         return {}
     updates = int(updates)
-    batch = int(rc.agent_config.batch_size)
+    batch = int(config.agent_config.batch_size)
     return {"updates": updates, "batch_size": batch,
             "updates_per_s": updates / max(summary["wall_s"], 1e-9),
             "sampled_per_collected": updates * batch / max(summary["env_steps"], 1)}
@@ -48,31 +49,26 @@ def _update_figures(rc, summary) -> dict:
 
 def main(argv):
     if len(argv) > 1:
-        train._fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
+        train.fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
     t_start = time.perf_counter()
-    try:
-        rc = train.run_config_from_flags()
-        if rc.env != "Ant-v5":
-            raise train.UsageError(f"bench_learning evaluates in gymnasium's Ant-v5; "
-                                   f"got --env={rc.env}")
+
+    def check(config):
+        if config.env != "Ant-v5":
+            raise ConfigError(f"bench_learning evaluates in gymnasium's Ant-v5; "
+                              f"got --env={config.env}")
         if _EPISODES.value < 1:
-            raise train.UsageError(f"--episodes must be positive, got {_EPISODES.value}")
+            raise ConfigError(f"--episodes must be positive, got {_EPISODES.value}")
+
+    try:
+        config = trainer.validate(train.config_from_flags())
+        check(config)
         if not _SKIP_TRAIN.value:
-            train.check_out_dir(rc)
-    except ValueError as e:
-        train._fail(str(e))
-    report = {"algo": rc.algo, "env": rc.env, "backend": rc.backend, "seed": rc.seed,
-              "out_dir": rc.out_dir, "argv": sys.argv}
+            summary = trainer.train(config)
+    except trainer.TrainingError as e:
+        train.fail(str(e), e.exit_code)
+    report = {"algo": config.algo, "env": config.env, "backend": config.backend,
+              "seed": config.seed, "out_dir": config.out_dir, "argv": sys.argv}
     if not _SKIP_TRAIN.value:
-        from jaxrl_lite.checkpoint import CheckpointError
-        try:
-            summary = train.run(rc)
-        except train.UsageError as e:
-            train._fail(str(e))
-        except CheckpointError as e:
-            train._fail(f"--resume: {e}")
-        except train.Diverged as e:
-            train._fail(str(e), train.EXIT_DIVERGED)
         last = summary["last"]
         report.update({
             "exit": summary["exit"],
@@ -86,16 +82,16 @@ def main(argv):
             "train_episode_return_mean_last": last.get("episode_return_mean"),
             "eval_return_mean_last": last.get("eval/return_mean"),
         })
-        report.update(_update_figures(rc, summary))
+        report.update(_update_figures(config, summary))
     import jax
     report["device"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     report["cpu_count"] = os.cpu_count()
     report["gymnasium"] = evaluation.gymnasium_evaluate(
-        rc.out_dir, _EPISODES.value, _GYM_SEED.value)
+        config.out_dir, _EPISODES.value, _GYM_SEED.value)
     report["return_mean"] = report["gymnasium"]["return_mean"]
     report["return_std"] = report["gymnasium"]["return_std"]
-    report["learning_curve"] = os.path.join(rc.out_dir, "learning_curve.png")
-    path = _REPORT.value or os.path.join(rc.out_dir, "bench_learning.json")
+    report["learning_curve"] = os.path.join(config.out_dir, "learning_curve.png")
+    path = _REPORT.value or os.path.join(config.out_dir, "bench_learning.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(json.dumps({k: report.get(k) for k in (

@@ -1,9 +1,10 @@
 """The README's main command: train -> export -> evaluate, on a small default.
 
-Runs each stage as the same CLI a user would run, in order, into a fresh
-directory ``runs/demo-<timestamp>/`` (nothing earlier is overwritten):
+Runs the stages in order into a fresh directory ``runs/demo-<timestamp>/``
+(nothing earlier is overwritten):
 
-  1. python -m experiments.train  --flagfile=experiments/configs/ppo_smoke.flags
+  1. ``jaxrl_lite.trainer.train`` in this process, configured from the training
+     preset --flagfile=experiments/configs/ppo_smoke.flags (as experiments.train);
   2. python -m export.convert     --run_dir=RUN --out_dir=RUN/export
   3. python -m export.evaluate    --export_dir=RUN/export   (table + chart + JSON)
 """
@@ -16,12 +17,29 @@ import time
 
 from absl import app, flags
 
+from experiments import train  # the training flags, for the preset
+from jaxrl_lite import trainer
+
 _FLAGFILE = flags.DEFINE_string(
     "train_flagfile", "experiments/configs/ppo_smoke.flags", "Training preset.")
 _OUT = flags.DEFINE_string("runs_dir", "runs", "Parent folder for the demo run.")
 _EPISODES = flags.DEFINE_integer("episodes", 3, "Evaluation episodes per variant.")
 _SKIP_TRAIN = flags.DEFINE_string(
     "run_dir", None, "Reuse this finished training run instead of training.")
+
+
+def _train(flagfile: str, run_dir: str) -> None:
+    print(f"\n=== train: jaxrl_lite.trainer.train(--flagfile={flagfile} --out_dir={run_dir})",
+          flush=True)
+    t0 = time.perf_counter()
+    try:
+        summary = trainer.train(train.config_from_args([f"--flagfile={flagfile}",
+                                                        f"--out_dir={run_dir}"]))
+    except trainer.TrainingError as e:
+        print(f"demo: stage 'train' failed: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    print(f"=== train: {summary['env_steps']} env steps, done in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def _stage(title: str, cmd: list[str]) -> None:
@@ -40,8 +58,7 @@ def main(argv):
     run_dir = _SKIP_TRAIN.value or os.path.join(
         _OUT.value, time.strftime("demo-%Y%m%d-%H%M%S"))
     if not _SKIP_TRAIN.value:
-        _stage("train", [py, "-m", "experiments.train", f"--flagfile={_FLAGFILE.value}",
-                         f"--out_dir={run_dir}"])
+        _train(_FLAGFILE.value, run_dir)
     export_dir = os.path.join(run_dir, "export")
     _stage("export", [py, "-m", "export.convert", f"--run_dir={run_dir}",
                       f"--out_dir={export_dir}"])

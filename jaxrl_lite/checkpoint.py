@@ -7,15 +7,27 @@ Layout of ``<run_dir>/checkpoints/<step>/`` (one orbax step directory each):
   policy/  what deployment needs: {"actor_params": ..., "norm": {mean, var, count}}.
   meta/    JSON: {"algo", "env", "step", "policy_spec": PolicySpec.to_json(), ...}.
 
+  checksums.json  size and SHA-256 of every file above, written by process 0
+           after orbax has finished the step.
+
 Orbax writes each step into a temporary directory and renames it into place
 when complete, so a process killed during a save never leaves a step directory
 that looks complete; incomplete temporaries are ignored and cleaned up.
+Orbax does not detect flipped bytes in array data, so resume and
+:func:`load_policy` check ``checksums.json`` first and name the newest good
+checkpoint when one is damaged. A step without ``checksums.json`` (the process
+died between orbax's rename and the checksums, or an older run) is checked
+only for its item directories.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import threading
 from typing import Any
 
 import jax
@@ -25,6 +37,8 @@ from jaxrl_lite import normalizer
 from jaxrl_lite.policy import PolicySpec
 
 CHECKPOINT_SUBDIR = "checkpoints"
+MANIFEST = "checksums.json"
+ITEMS = ("state", "policy", "meta")
 
 
 class CheckpointError(ValueError):
@@ -75,9 +89,6 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
     def save(self, step: int, train_state: Any, spec: PolicySpec, actor_params: Any,
              norm: normalizer.NormalizerState, algo: str, extra_meta: dict | None = None):
         """Write one checkpoint synchronously; returns when it is complete on disk."""
@@ -86,11 +97,16 @@ class Checkpointer:
                 "policy_spec": spec.to_json(), **(extra_meta or {})}
         policy = {"actor_params": actor_params,
                   "norm": {"mean": norm.mean, "var": norm.var, "count": norm.count}}
-        self._manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(train_state),
-            policy=ocp.args.StandardSave(policy),
-            meta=ocp.args.JsonSave(meta)), force=True)
-        self._manager.wait_until_finished()
+        with _thread_errors() as errors:
+            self._manager.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(train_state),
+                policy=ocp.args.StandardSave(policy),
+                meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.wait_until_finished()
+        if errors:  # a writer thread failed but orbax did not say so
+            raise errors[0]
+        if jax.process_index() == 0:
+            write_manifest(os.path.join(self.directory, str(int(step))))
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restore the train state (same structure/shapes as ``template``) and meta."""
@@ -112,9 +128,109 @@ class Checkpointer:
         self._manager.close()
 
 
+@contextlib.contextmanager
+def _thread_errors():
+    """Collect exceptions of orbax's writer threads instead of printing their
+    tracebacks (orbax re-raises the failure in the caller; a full disk would
+    otherwise print a traceback per thread besides the one-line error)."""
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+def _steps_in(ckpt: str) -> list[int]:
+    if not os.path.isdir(ckpt):
+        return []
+    return sorted(int(d) for d in os.listdir(ckpt)
+                  if d.isdigit() and os.path.isdir(os.path.join(ckpt, d)))
+
+
+def list_steps(run_dir: str) -> list[int]:
+    """Steps of the checkpoints in ``run_dir/checkpoints`` (ascending; orbax's
+    unfinished temporaries excluded)."""
+    return _steps_in(checkpoint_dir(run_dir))
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(step_dir: str) -> None:
+    """Record size and SHA-256 of every file of a finished step (atomic write)."""
+    files = {}
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            p = os.path.join(root, name)
+            rel = os.path.relpath(p, step_dir)
+            if rel != MANIFEST:
+                files[rel] = [os.path.getsize(p), _digest(p)]
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"files": files}, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def check_step(step_dir: str, items: tuple[str, ...] = ITEMS) -> str | None:
+    """-> None if the files of ``items`` in ``step_dir`` are intact, else what is
+    wrong (one phrase naming the file)."""
+    for item in items:
+        if not os.path.isdir(os.path.join(step_dir, item)):
+            return f"{item}/ is missing"
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None  # unverifiable: an older run, or killed before its checksums
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} is unreadable ({type(e).__name__})"
+    for rel, (size, digest) in sorted(files.items()):
+        if rel.split(os.sep)[0] not in items:
+            continue
+        p = os.path.join(step_dir, rel)
+        if not os.path.exists(p):
+            return f"{rel} is missing"
+        got = os.path.getsize(p)
+        if got != size:
+            return f"{rel} has {got} bytes, {size} were written"
+        if _digest(p) != digest:
+            return f"{rel} has changed since it was written (SHA-256 mismatch)"
+    return None
+
+
+def verify(run_dir: str, step: int, items: tuple[str, ...] = ITEMS,
+           how_to_pick: str = "") -> str:
+    """-> the step directory if intact; else raise CheckpointError naming the
+    damage and the newest intact checkpoint (``how_to_pick`` + its step says how
+    to use it, e.g. ``"--resume_step="``; default: its directory)."""
+    ckpt = checkpoint_dir(run_dir)
+    step_dir = os.path.join(ckpt, str(step))
+    problem = check_step(step_dir, items)
+    if problem is None:
+        return step_dir
+    good = next((s for s in reversed(_steps_in(ckpt))
+                 if s != step and check_step(os.path.join(ckpt, str(s)), items) is None), None)
+    if good is None:
+        hint = "no intact checkpoint is left"
+    else:
+        use = f"{how_to_pick}{good}" if how_to_pick else os.path.join(ckpt, str(good))
+        hint = f"newest intact checkpoint: step {good} (use {use})"
+    raise CheckpointError(f"checkpoint {step_dir} is damaged: {problem}; {hint}")
 
 
 def _resolve_step_dir(path: str, step: int | None) -> str:
@@ -122,13 +238,12 @@ def _resolve_step_dir(path: str, step: int | None) -> str:
     path = os.path.abspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint path does not exist: {path}")
-    if os.path.isdir(os.path.join(path, "meta")):
+    if os.path.isdir(os.path.join(path, "meta")) or os.path.exists(os.path.join(path, MANIFEST)):
         return path
     ckpt = path if os.path.basename(path) == CHECKPOINT_SUBDIR else checkpoint_dir(path)
     if not os.path.isdir(ckpt):
         raise CheckpointError(f"no checkpoints/ directory in {path}")
-    steps = sorted(int(d) for d in os.listdir(ckpt)
-                   if d.isdigit() and os.path.isdir(os.path.join(ckpt, d, "meta")))
+    steps = _steps_in(ckpt)
     if not steps:
         raise CheckpointError(f"no complete checkpoint in {ckpt}")
     if step is not None:
@@ -138,9 +253,20 @@ def _resolve_step_dir(path: str, step: int | None) -> str:
     return os.path.join(ckpt, str(steps[-1]))
 
 
+def _verified_step_dir(path: str, step: int | None, items: tuple[str, ...]) -> str:
+    step_dir = _resolve_step_dir(path, step)
+    ckpt, name = os.path.split(step_dir)
+    if name.isdigit():
+        return verify(os.path.dirname(ckpt), int(name), items)
+    problem = check_step(step_dir, items)
+    if problem:
+        raise CheckpointError(f"checkpoint {step_dir} is damaged: {problem}")
+    return step_dir
+
+
 def load_meta(path: str, step: int | None = None) -> tuple[str, dict]:
     """-> (step_dir, meta JSON) of the newest (or given) checkpoint."""
-    step_dir = _resolve_step_dir(path, step)
+    step_dir = _verified_step_dir(path, step, ("meta",))
     ocp = _ocp()
     try:
         # Context managers close orbax's worker threads even when a read fails,
@@ -157,8 +283,10 @@ def load_policy(path: str, step: int | None = None) -> PolicyBundle:
     """Load the deployable actor from a run dir / checkpoints dir / step dir.
 
     Needs nothing from the training flags: spec and normaliser come with it.
+    ``policy/`` and ``meta/`` are checked against the step's checksums first.
     """
-    step_dir, meta = load_meta(path, step)
+    step_dir = _verified_step_dir(path, step, ("policy", "meta"))
+    step_dir, meta = load_meta(step_dir)
     try:
         spec = PolicySpec.from_json(meta["policy_spec"])
     except (KeyError, TypeError, ValueError) as e:

@@ -42,6 +42,7 @@ Typical use (runnable reference: ``tests/distributed_worker.py``)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -60,6 +61,28 @@ AXIS = "data"
 ENV_STATE_FIELD = "env_state"
 REPLAY_FIELD = "buffer"
 EXIT_TIMEOUT = 2          # exit status when processes do not all join in time
+EXIT_PEER_LOST = 5        # exit status when another process of the run died
+# Seconds without heartbeats after which the coordinator declares a process dead and
+# every other process exits (jax's default, 100 s, keeps a survivor waiting long).
+HEARTBEAT_TIMEOUT_S = 30
+_reported = threading.Lock()
+
+
+def exit_now(message: str, code: int) -> None:
+    """Write ``message`` as the process's one error line (once, whichever thread
+    gets here first) and exit at once, skipping atexit handlers: jax's shutdown
+    barrier would wait for a process that is gone."""
+    if _reported.acquire(blocking=False):
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def peer_lost_message(process_id: int, detail: str) -> str:
+    first = (detail.strip().splitlines() or [""])[0][:200]
+    return (f"distributed: error: process {process_id}: another process of the run stopped "
+            f"({first}); the checkpoints on disk are intact: restart every process with the "
+            f"same flags and --resume")
 _XLA_TIMEOUT_MARGIN_S = 10  # XLA's own (aborting) timeout fires this much later
 
 P_AXIS = PartitionSpec(AXIS)
@@ -161,10 +184,13 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
 
     threading.Thread(target=watchdog, name="jax-distributed-watchdog", daemon=True).start()
     try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator_address, num_processes=num_processes,
-            process_id=process_id, local_device_ids=local_device_ids,
-            initialization_timeout=int(math.ceil(timeout_s)) + _XLA_TIMEOUT_MARGIN_S)
+        with _on_peer_lost(lambda status: exit_now(
+                peer_lost_message(process_id, str(status)), EXIT_PEER_LOST)):
+            jax.distributed.initialize(
+                coordinator_address=coordinator_address, num_processes=num_processes,
+                process_id=process_id, local_device_ids=local_device_ids,
+                initialization_timeout=int(math.ceil(timeout_s)) + _XLA_TIMEOUT_MARGIN_S,
+                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     except Exception as e:  # XLA raises plain RuntimeError/XlaRuntimeError
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise DistributedError(
@@ -178,6 +204,30 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
     if jax.process_count() != num_processes:
         raise DistributedError(f"process {process_id} was told num_processes={num_processes} "
                                f"but the group has {jax.process_count()} processes")
+
+
+@contextlib.contextmanager
+def _on_peer_lost(callback: Callable[[Any], None]):
+    """Have the jax.distributed client call ``callback(status)`` when the
+    coordination service reports a dead process, instead of XLA's default: a
+    fatal log with a C++ stack dump. jax.distributed.initialize has no argument
+    for it, so the client factory is wrapped while it runs; without the private
+    hook (another jax version) the default behaviour stays."""
+    from jax._src import distributed as _dist
+    factory = getattr(getattr(_dist, "_jax", None), "get_distributed_runtime_client", None)
+    if factory is None or "missed_heartbeat_callback" not in (factory.__doc__ or ""):
+        yield
+        return
+
+    def with_callback(*args, **kwargs):
+        kwargs.setdefault("missed_heartbeat_callback", callback)
+        return factory(*args, **kwargs)
+
+    _dist._jax.get_distributed_runtime_client = with_callback
+    try:
+        yield
+    finally:
+        _dist._jax.get_distributed_runtime_client = factory
 
 
 def barrier(name: str) -> None:
@@ -376,18 +426,6 @@ def sharded_init(init_fn: Callable[[], Any], mesh: Mesh, num_envs: int,
     shapes = jax.eval_shape(init_fn)
     shardings = state_shardings(shapes, mesh, num_envs, shard_replay)
     return jax.jit(init_fn, out_shardings=shardings)(), shardings
-
-
-def shard_state(state: Any, shardings: Any) -> Any:
-    """Place an existing single-process state (e.g. a host copy) on the mesh."""
-    if jax.process_count() == 1:
-        return jax.device_put(state, shardings)
-
-    def put(x, s):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-
-    return jax.tree_util.tree_map(put, state, shardings)
 
 
 def abstract_state(shapes: Any, shardings: Any) -> Any:

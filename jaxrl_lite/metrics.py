@@ -1,11 +1,14 @@
-"""The one metrics writer: ``metrics.jsonl`` + ``learning_curve.png``.
+"""The one metrics writer: ``metrics.jsonl`` + ``learning_curve.png`` (+ TensorBoard).
 
 ``metrics.jsonl`` holds one JSON object per log step with at least ``step``
 (env steps), ``wall_s`` (seconds of training wall time, continued across
 resumes), ``env_steps_per_s`` (including learning) and ``episode_return_mean``
 (null until an episode has finished). ``learning_curve.png`` plots training
 and evaluation return against env steps and against wall time; it is redrawn
-during the run (throttled) and at the end.
+during the run (throttled) and at the end. With ``tensorboard=True`` the same
+scalars also go to TensorBoard event files in ``tensorboard/`` (x axis: env
+steps), rebuilt from ``metrics.jsonl`` at every start so that a resumed run's
+event stream has each step once.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import time
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "learning_curve.png"
+TENSORBOARD_SUBDIR = "tensorboard"
 
 
 def _clean(v):
@@ -50,6 +54,19 @@ class MetricsWriter:
         self.plot_every_s = plot_every_s
         self.records = read(run_dir)
         self._last_plot = 0.0
+        self._tensorboard = None
+
+    def start_tensorboard(self) -> None:
+        """Mirror the records (those kept so far, then every new one) to TensorBoard."""
+        self._tensorboard = TensorBoardMirror(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
+        for r in self.records:
+            self._tensorboard.write(r)
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (a resume from that checkpoint)."""
@@ -68,6 +85,9 @@ class MetricsWriter:
             f.write(json.dumps(record) + "\n")
             f.flush()
         self.records.append(record)
+        if self._tensorboard is not None:
+            self._tensorboard.write(record)
+            self._tensorboard.flush()
         now = time.monotonic()
         if force_plot or now - self._last_plot >= self.plot_every_s:
             self.plot()
@@ -75,6 +95,44 @@ class MetricsWriter:
 
     def plot(self) -> None:
         plot_curve(self.records, self.curve_path, self.title)
+
+
+class TensorBoardMirror:
+    """Scalars of metrics records as TensorBoard event files in ``directory``,
+    written by TensorFlow's own summary writer (``tf.summary.write`` with the
+    scalars plugin's metadata; the ``tensorboard`` package is needed only to view
+    them). Earlier event files in ``directory`` are derived data and are removed:
+    the caller replays the records it keeps."""
+
+    def __init__(self, directory: str):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        tf.config.set_visible_devices([], "GPU")  # leave the accelerator to JAX
+        self._tf = tf
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if name.startswith("events.out.tfevents."):
+                    os.remove(os.path.join(directory, name))
+        os.makedirs(directory, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(directory)
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+    def write(self, record: dict) -> None:
+        step = int(record["step"])
+        with self._writer.as_default():
+            for key, value in record.items():
+                if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                self._tf.summary.write(key, self._tf.constant(float(value), self._tf.float32),
+                                       step=step, metadata=self._metadata)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def plot_curve(records: list[dict], path: str, title: str = "") -> None:

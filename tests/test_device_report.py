@@ -19,6 +19,7 @@ def _report(*args, timeout=1500):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the report's own budget is 1400 s
 def test_dry_run_writes_every_stage_and_trains_the_gpu_presets_on_mjx(tmp_path):
     proc = _report("--dry_run", "--budget_s=1400", f"--out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -15,8 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-pytest.importorskip("tensorflow")
+from tests.deps import require  # noqa: E402
+
+jax = require("jax")
+require("tensorflow")
 
 from export import convert, micro, observations, pruning, tflite  # noqa: E402
 from jaxrl_lite.checkpoint import Checkpointer  # noqa: E402

@@ -329,6 +329,141 @@ def test_without_a_c_compiler_falls_back_to_the_python_pool(monkeypatch, tmp_pat
         envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")
 
 
+def test_out_of_range_and_nan_actions_follow_gymnasium():
+    """As the MJX backend's test: MuJoCo clamps ctrl to ctrlrange (physics of a
+    huge or infinite action == physics of the clipped one) while the ctrl cost uses
+    the raw action (-inf reward); any NaN ctrl makes MuJoCo zero every actuator
+    (finite physics == zero action) and the reward NaN, not terminated."""
+    n = 2
+    env = envs.make("Ant-v5", backend="mujoco", num_envs=n)
+    g = _gym_env()
+    g.reset(seed=5)
+    qpos, qvel = g.data.qpos.copy(), g.data.qvel.copy()
+
+    def gym_step(a):
+        g.set_state(qpos, qvel)
+        with np.errstate(over="ignore", invalid="ignore"):
+            obs, r, *_ = g.step(np.asarray(a, np.float64))
+        return obs, r
+
+    def ours(a):
+        st = env.reset_to(np.stack([qpos] * n), np.stack([qvel] * n))
+        st = env.step(st, jnp.asarray(np.stack([a] * n), jnp.float32))
+        return np.asarray(st.obs[0]), float(st.reward[0]), st
+
+    big = np.array([5, -5, 1e11, -np.inf, np.inf, 0.3, -0.3, 2], np.float32)
+    clipped = np.clip(big, -1, 1)
+    o_big, r_big, st_big = ours(big)
+    o_clip, _, _ = ours(clipped)
+    np.testing.assert_array_equal(o_big, o_clip)
+    assert float(st_big.info["reward_ctrl"][0]) == -np.inf
+    g_big, g_r = gym_step(big)
+    assert g_r == r_big == -np.inf
+    np.testing.assert_array_equal(o_big, g_big.astype(np.float32))
+
+    nan = np.full(8, 0.5, np.float32)
+    nan[3] = np.nan
+    o_nan, r_nan, st_nan = ours(nan)
+    o_zero, _, _ = ours(np.zeros(8, np.float32))
+    g_nan, g_rnan = gym_step(nan)
+    np.testing.assert_array_equal(o_nan, o_zero)
+    np.testing.assert_array_equal(o_nan, g_nan.astype(np.float32))
+    assert np.isfinite(o_nan).all() and np.isnan(r_nan) and np.isnan(g_rnan)
+    assert float(st_nan.info["terminated"][0]) == 0.0
+
+
+def _fresh_c_step(monkeypatch, cache):
+    from jaxrl_lite.envs import native_cstep
+
+    monkeypatch.setattr(native_cstep, "_lib", None)
+    monkeypatch.setattr(native_cstep, "_lib_error", None)
+    monkeypatch.setenv("JAXRL_LITE_CACHE", str(cache))
+    return native_cstep
+
+
+def test_c_step_cache_is_private_and_keyed_by_source_and_compiler(monkeypatch, tmp_path):
+    import os
+    import stat
+
+    cache = tmp_path / "cache"
+    native_cstep = _fresh_c_step(monkeypatch, cache)
+    assert native_cstep.load_library() is not None, native_cstep.load_error()
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    first = set(os.listdir(cache))
+    assert len(first) == 1 and next(iter(first)).startswith("native_cstep_")
+    so = cache / next(iter(first))
+    assert stat.S_IMODE(os.stat(so).st_mode) & 0o077 == 0
+    # Another compiler (here: the same one under another path) -> another object.
+    cc = tmp_path / "cc"
+    os.symlink(shutil.which("cc") or shutil.which("gcc"), cc)
+    native_cstep = _fresh_c_step(monkeypatch, cache)
+    monkeypatch.setenv("CC", str(cc))
+    assert native_cstep.load_library() is not None, native_cstep.load_error()
+    assert len(set(os.listdir(cache)) - first) == 1
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    ("so_world_writable", "writable by group or others"),
+    ("dir_world_writable", "writable by group or others"),
+    ("so_other_owner", "owned by uid 65534"),
+])
+def test_c_step_refuses_a_cache_others_can_write(monkeypatch, tmp_path, caplog, tamper,
+                                                  reason):
+    import os
+
+    cache = tmp_path / "cache"
+    native_cstep = _fresh_c_step(monkeypatch, cache)
+    assert native_cstep.load_library() is not None
+    so = cache / os.listdir(cache)[0]
+    if tamper == "so_world_writable":
+        os.chmod(so, 0o777)
+    elif tamper == "dir_world_writable":
+        os.chmod(cache, 0o777)
+    else:
+        if os.getuid() != 0:
+            pytest.skip("needs root to give the file to another user")
+        os.chown(so, 65534, 65534)
+    native_cstep = _fresh_c_step(monkeypatch, cache)
+    with caplog.at_level(logging.WARNING):
+        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
+        envs.make("Ant-v5", backend="mujoco", num_envs=2)
+    assert env.host_step == "python"
+    assert reason in native_cstep.load_error()
+    warned = [r for r in caplog.records if "C step is NOT used" in r.getMessage()]
+    assert len(warned) == 1 and reason in warned[0].getMessage()  # once, with the reason
+    with pytest.raises(OSError):
+        envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")
+
+
+def test_python_pool_close_during_a_step_does_not_hang():
+    import threading
+
+    from jaxrl_lite.envs.native_physics import BatchStepper
+
+    model = mujoco_backend.NativeAnt(num_envs=1).model
+    n = 64
+    q0 = np.tile(model.qpos0, (n, 1))
+    zeros_v = np.zeros((n, model.nv))
+    for _ in range(20):
+        stepper = BatchStepper(model, 5, 1, num_threads=4)
+        outcome = []
+
+        def step():
+            try:
+                stepper.step(q0, zeros_v, zeros_v, np.zeros((n, model.nu)), np.zeros((n, 2)),
+                             np.ones(n, bool))
+                outcome.append("stepped")
+            except RuntimeError as e:
+                outcome.append(str(e))
+
+        t = threading.Thread(target=step)
+        t.start()
+        stepper.close()
+        t.join(30)
+        assert not t.is_alive(), "a step in flight hung when the pool was closed"
+        assert outcome in (["stepped"], ["BatchStepper is closed"])
+
+
 def test_gymnasium_keywords_change_the_same_things():
     """Non-default Ant-v5 keywords, 60 steps against gymnasium with the same ones."""
     kw = dict(frame_skip=3, main_body="aux_2", ctrl_cost_weight=0.1, contact_cost_weight=1e-3,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxrl_lite import agents, checkpoint, metrics
+from tests.deps import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
@@ -94,23 +95,89 @@ def test_run_writes_every_artifact(runs):
     assert bundle.spec.hidden_sizes == (16, 16)
 
 
+def _strip(recs):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in recs]
+
+
+def assert_same_run(a, b, step="1536"):
+    """Same metrics (timing aside) and bit-identical state arrays at ``step``."""
+    assert _strip(metrics.read(a)) == _strip(metrics.read(b))
+    import orbax.checkpoint as ocp
+    with ocp.StandardCheckpointer() as reader:
+        sa = reader.restore(os.path.join(a, "checkpoints", step, "state"))
+        sb = reader.restore(os.path.join(b, "checkpoints", step, "state"))
+    la, lb = (_leaves(sa), _leaves(sb))
+    assert la.keys() == lb.keys() and len(la) > 10
+    for k in la:
+        np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+
+
 def test_resume_reproduces_uninterrupted_run_exactly(runs):
     a, b = runs["a"], runs["b"]
     assert runs["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
-                          for r in recs]
-    ra, rb = metrics.read(a), metrics.read(b)
-    assert strip(ra) == strip(rb)
-    assert rb[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # wall time continues
-    import orbax.checkpoint as ocp
-    for step in ("1536",):
-        sa = ocp.StandardCheckpointer().restore(os.path.join(a, "checkpoints", step, "state"))
-        sb = ocp.StandardCheckpointer().restore(os.path.join(b, "checkpoints", step, "state"))
-        la, lb = (_leaves(sa), _leaves(sb))
-        assert la.keys() == lb.keys() and len(la) > 10
-        for k in la:
-            np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    assert_same_run(a, b)
+    assert metrics.read(b)[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # continues
     assert len(open(os.path.join(b, "runtime.jsonl")).readlines()) == 2
+
+
+def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
+    from jaxrl_lite import trainer
+    from jaxrl_lite.agents.ppo.train import Config
+
+    out = str(tmp_path / "api")
+    config = trainer.TrainConfig(
+        out_dir=out, algo="ppo", env="PointMass-v0", log_every_steps=256,
+        checkpoint_every_steps=512, eval_every_steps=512, eval_envs=4, keep_checkpoints=2,
+        progress=False, plot_every_s=1000,
+        agent_config=Config(num_envs=8, unroll_length=8, num_minibatches=2, num_epochs=2,
+                            total_steps=1536, policy_hidden=(16, 16), value_hidden=(16, 16)))
+    summary = trainer.train(config)
+    assert summary["exit"] == "finished" and summary["env_steps"] == 1536
+    assert summary["last"]["step"] == 1536 and "eval/return_mean" in summary["last"]
+    assert_same_run(runs["a"], out)
+    with pytest.raises(trainer.ConfigError, match=r"already holds a run") as e:
+        trainer.train(config)  # never over a run with checkpoints
+    assert e.value.exit_code == 2
+
+
+def test_resume_step_continues_from_an_older_checkpoint_exactly(runs):
+    d = str(runs["base"] / "resume_step")
+    shutil.copytree(runs["a"], d)
+    _damage("state", "flipped")(d)
+    proc = train(*COMMON, f"--out_dir={d}", "--resume", "--resume_step=1024")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(runs["a"], d)
+    (moved,) = os.listdir(os.path.join(d, "discarded_checkpoints"))
+    assert os.listdir(os.path.join(d, "discarded_checkpoints", moved)) == ["1536"]
+
+
+def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(runs):
+    d = str(runs["base"] / "bad_policy")
+    shutil.copytree(runs["a"], d)
+    _damage("policy", "flipped")(d)
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load_policy(d)
+    msg = str(e.value)
+    assert "\n" not in msg and "checkpoints/1536 is damaged: policy/" in msg
+    assert f"newest intact checkpoint: step 1024 (use {d}/checkpoints/1024)" in msg
+    assert checkpoint.load_policy(os.path.join(d, "checkpoints", "1024")).step == 1024
+    # Damage in state/ does not concern the deployable policy.
+    d2 = str(runs["base"] / "bad_state_policy_ok")
+    shutil.copytree(runs["a"], d2)
+    _damage("state", "truncated")(d2)
+    assert checkpoint.load_policy(d2).step == 1536
+
+
+def test_killed_before_first_checkpoint_restarts_with_the_same_command(runs):
+    d = str(runs["base"] / "restart")
+    killed = train(*COMMON, f"--out_dir={d}",
+                   env_extra={"JAXRL_LITE_FAULT_KILL_AT": "record:256"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert checkpoint.list_steps(d) == [] and [r["step"] for r in metrics.read(d)] == [256]
+    again = train(*COMMON, f"--out_dir={d}")  # the same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "holds no checkpoint of this run: starting it from step 0" in again.stderr
+    assert_same_run(runs["a"], d)
 
 
 def _leaves(tree, prefix=""):
@@ -132,6 +199,35 @@ def _corrupt(run_dir):
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"garbage")
+
+
+def _largest_file(d):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def _damage(item, how):
+    """Damage ``item`` (state | policy) of the newest checkpoint (1536) of a run."""
+    def prepare(run_dir):
+        d = os.path.join(run_dir, "checkpoints", "1536", item)
+        if how == "missing":
+            sub = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))[0]
+            shutil.rmtree(os.path.join(d, sub))
+            return
+        f = _largest_file(d)
+        with open(f, "r+b") as fh:
+            if how == "truncated":
+                fh.truncate(os.path.getsize(f) // 2)
+            else:  # one flipped byte: same size, other content
+                fh.seek(os.path.getsize(f) // 2)
+                byte = fh.read(1)
+                fh.seek(-1, 1)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+    return prepare
+
+
+DAMAGE = {"flipped": r"has changed since it was written \(SHA-256 mismatch\)",
+          "truncated": "bytes, .* were written", "missing": "is missing"}
 
 
 def _bad_cases(base, a):
@@ -157,21 +253,32 @@ def _bad_cases(base, a):
         ("hidden", ["--policy_hidden=16,x"], r"--policy_hidden must be comma-separated", None),
         ("unknown_flag", ["--no_such_flag=1"], r"no_such_flag", None),
         ("resume_nothing", ["--resume"], r"no run to resume", None),
-        ("resume_no_ckpt", ["--resume"], r"no checkpoint in",
+        ("resume_no_ckpt", ["--resume"], r"has no checkpoint but its metrics.jsonl reaches step "
+         r"1536.*new --out_dir",
          copy("no_ckpt", lambda d: shutil.rmtree(os.path.join(d, "checkpoints")))),
-        ("resume_corrupt", ["--resume"], r"corrupt", copy("corrupt", _corrupt)),
+        ("resume_corrupt", ["--resume"], r"checkpoints/1536 is damaged: state/.* has 7 bytes.*"
+         r"newest intact checkpoint: step 1024 \(use --resume_step=1024\)",
+         copy("corrupt", _corrupt)),
         ("other_run", [], r"already holds a run \(config.json\)", copy("other")),
+        ("resume_step_absent", ["--resume", "--resume_step=700"],
+         r"--resume_step=700: no checkpoint for that step .*have \[1024, 1536\]",
+         copy("step_absent")),
+        ("resume_step_without_resume", ["--resume_step=1024"], r"--resume_step needs --resume",
+         None),
         ("resume_diff", ["--resume", "--seed=1"], r"--seed=1 differs .*seed=0",
          copy("diff")),
     ]
+    for item in ("state", "policy"):
+        for how, phrase in DAMAGE.items():
+            cases.append((f"damaged_{item}_{how}", ["--resume"],
+                          rf"checkpoints/1536 is damaged: {item}/.*{phrase}; newest intact "
+                          rf"checkpoint: step 1024 \(use --resume_step=1024\)",
+                          copy(f"damaged_{item}_{how}", _damage(item, how))))
     ppo_only = set(f.name for f in agents.config_fields(agents.get("ppo").Config))
-    try:
-        ppo_only -= set(f.name for f in agents.config_fields(agents.get("ac").Config))
-        cases.append(("wrong_algo_flag", ["--algo=ac", "--unroll_length=4"] if
-                      "unroll_length" in ppo_only else ["--algo=ac", "--clip_eps=0.1"],
-                      r"does not apply to --algo=ac", None))
-    except ImportError:
-        pass
+    ppo_only -= set(f.name for f in agents.config_fields(agents.get("ac").Config))
+    assert "unroll_length" in ppo_only
+    cases.append(("wrong_algo_flag", ["--algo=ac", "--unroll_length=4"],
+                  r"does not apply to --algo=ac", None))
     return cases
 
 
@@ -191,19 +298,19 @@ def bad_results(runs):
 
 BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
        "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
-       "other_run", "resume_diff", "wrong_algo_flag"]
+       "other_run", "resume_diff", "wrong_algo_flag", "resume_step_absent",
+       "resume_step_without_resume"] + [
+    f"damaged_{item}_{how}" for item in ("state", "policy") for how in DAMAGE]
 
 
 @pytest.mark.parametrize("name", BAD)
 def test_bad_input_is_one_line_error_and_touches_nothing(bad_results, name):
-    if name not in bad_results:
-        pytest.skip("the ac agent is not importable yet")
     proc, pattern, out, before = bad_results[name]
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.strip().splitlines() if not LOG_LINE.match(ln)]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("train: error: ") and re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
     if before is None:
         assert not os.path.exists(out)  # nothing created for rejected input
     else:
@@ -228,6 +335,40 @@ def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
         assert np.all(np.isfinite(leaf))
     diverged_at = int(re.search(r"env step (\d+)", lines[0]).group(1))
     assert bundle.step < diverged_at == 256 and "loss/injected_fault" in lines[0]
+
+
+def _tensorboard_scalars(directory):
+    """{tag: [(step, value), ...]} of every event file in ``directory``."""
+    tf = require("tensorflow")
+    from tensorflow.core.util import event_pb2
+
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        for raw in tf.data.TFRecordDataset(os.path.join(directory, name)):
+            event = event_pb2.Event.FromString(raw.numpy())
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
+    return out
+
+
+def test_tensorboard_mirrors_metrics_once_per_step_across_a_resume(runs):
+    d = str(runs["base"] / "tensorboard")
+    first = train(*COMMON, f"--out_dir={d}", "--stop_after_steps=700", "--tensorboard")
+    assert first.returncode == 0, first.stderr[-3000:]
+    with open(os.path.join(d, "metrics.jsonl"), "a") as f:  # as if killed after a record
+        f.write(json.dumps({"step": 1088, "iteration": 17, "loss/total": 1.0}) + "\n")
+    again = train(*COMMON, f"--out_dir={d}", "--resume", "--tensorboard")
+    assert again.returncode == 0, again.stderr[-3000:]
+    tb = os.path.join(d, "tensorboard")
+    assert len([n for n in os.listdir(tb) if n.startswith("events.out.tfevents.")]) == 1
+    scalars = _tensorboard_scalars(tb)
+    recs = metrics.read(d)
+    assert _strip(recs) == _strip(metrics.read(runs["a"]))  # the record stays metrics.jsonl
+    for key in ("episode_return_mean", "loss/total", "eval/return_mean", "wall_s"):
+        want = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
+        got = scalars[key]
+        assert [s for s, _ in got] == [s for s, _ in want], key  # each step once, in order
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)
 
 
 def test_metrics_writer_truncates_records_after_the_resumed_checkpoint(tmp_path):

@@ -1,6 +1,6 @@
 """Agent registry and the ONE interface every algorithm implements.
 
-``experiments/train.py`` (the only launcher), ``jaxrl_lite.checkpoint``,
+``jaxrl_lite.trainer`` (the one training loop), ``jaxrl_lite.checkpoint``,
 ``jaxrl_lite.metrics`` and ``jaxrl_lite.evaluation`` talk to an algorithm only
 through the module-level names below, so PPO (``agents/ppo``) and the
 TD3-style actor-critic (``agents/actor_critic``) are interchangeable.
@@ -16,7 +16,7 @@ An agent module (``get("ppo")`` / ``get("ac")``) provides:
     are limited to ``int``, ``float``, ``bool``, ``str`` and ``tuple[int, ...]``
     (flag syntax ``--hidden=64,64``). Put the help text in
     ``dataclasses.field(metadata={"help": "..."})``. Two fields are required in
-    every Config, and the launcher documents them as public flags (WORKSPACE.md):
+    every Config, and the CLI documents them as public flags (WORKSPACE.md):
       ``num_envs: int``     parallel training environments;
       ``total_steps: int``  env steps to train for (schedules may use it).
     A field both algorithms define (e.g. ``learning_rate``) may have different
@@ -42,7 +42,7 @@ An agent module (``get("ppo")`` / ``get("ac")``) provides:
                                  (0.0 while none has; never NaN by itself);
       ``"episode_length_mean"``  same for lengths;
       ``"episodes_completed"``   total episodes completed so far (all envs).
-    Loss keys should start with ``"loss/"``. The launcher treats any
+    Loss keys should start with ``"loss/"``. The trainer treats any
     non-finite metric as divergence: it stops the run with a clear message and
     keeps the last good checkpoint.
 
@@ -52,14 +52,14 @@ An agent module (``get("ppo")`` / ``get("ac")``) provides:
 ``policy_parts(config, train_state) -> (PolicySpec, actor_params, NormalizerState)``
     The deployable actor: ``policy.deterministic_action(spec, actor_params,
     norm, obs) = tanh(actor_torso(normalize(obs)))`` must be the policy the
-    agent evaluates and exports. ``spec.env`` is filled in by the launcher via
+    agent evaluates and exports. ``spec.env`` is filled in by the trainer via
     ``dataclasses.replace`` when the agent does not know the env name, so the
     agent may put any placeholder there. Must be traceable (used inside jit).
 
 Optional:
 ``check_env(config, env) -> None``
     Raise a one-line ``ValueError`` when the config does not fit the env (e.g. more
-    observation features than the env has); the launcher calls it before writing
+    observation features than the env has); the trainer calls it before writing
     anything.
 
 ``checkpoint_state(config, train_state) -> pytree`` and
@@ -68,7 +68,7 @@ Optional:
     TrainState both ways. Use them to drop e.g. the replay buffer (then resume
     is not bit-exact: say so in the Config help).
 
-The launcher owns: ``--algo --env --backend --seed --out_dir --resume``,
+The trainer owns: ``--algo --env --backend --seed --out_dir --resume``,
 checkpoint/eval/log intervals, ``config.json``, metrics and progress.
 """
 from __future__ import annotations
@@ -86,6 +86,11 @@ _AGENTS = {
 REQUIRED = ("NAME", "Config", "init", "make_train_iteration", "env_steps_per_iteration",
             "policy_parts")
 FLAG_TYPES = (int, float, bool, str, tuple)
+
+
+def flag_field(default, help_text: str):
+    """A Config field with its flag's help text: ``x: int = flag_field(3, "...")``."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 def names() -> tuple[str, ...]:

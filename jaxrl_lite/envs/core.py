@@ -95,12 +95,12 @@ class Env(abc.ABC):
                     f"reset expects one jax.random.PRNGKey (uint32 [2]), got "
                     f"{key.dtype} {key.shape}")
             key = jax.random.key_data(key)
-        keys = jax.random.split(key, self.num_envs + 1)
-        rng, reset_keys = keys[0], keys[1:]
+        # Key 0 of the split is unused; splitting num_envs + 1 keeps every seed's
+        # episodes what they have always been.
+        reset_keys = jax.random.split(key, self.num_envs + 1)[1:]
         # Each env keeps its own stream: key for this reset, next key for the next.
         env_keys = jax.vmap(lambda k: jax.random.split(k, 2))(reset_keys)
         obs, physics, binfo = self._reset_batch(env_keys[:, 0])
-        del rng
         return self._initial_state(obs, physics, binfo, env_keys[:, 1])
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -210,3 +210,18 @@ def check_state_array(name: str, value, expected: tuple[int, ...], width: str):
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"reset_to {name} has dtype {dtype}, expected a float dtype")
     return value
+
+
+def episode_metrics(state: State) -> dict:
+    """The agents' required episode metrics from a batched State's info, float32:
+    mean return / length of each env's most recently completed episode (over envs
+    that completed one; 0.0 while none has) and episodes completed in all."""
+    info = state.info
+    has = info["completed_count"] > 0
+    n = jnp.maximum(jnp.sum(has), 1).astype(jnp.float32)
+    return {
+        "episode_return_mean": jnp.sum(jnp.where(has, info["completed_return"], 0.0)) / n,
+        "episode_length_mean": jnp.sum(
+            jnp.where(has, info["completed_length"], 0).astype(jnp.float32)) / n,
+        "episodes_completed": jnp.sum(info["completed_count"]).astype(jnp.float32),
+    }

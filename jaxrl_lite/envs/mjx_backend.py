@@ -115,14 +115,12 @@ def _compiled(config: ant.AntConfig) -> _Fns:
                 step=jax.jit(jax.vmap(step)))
 
 
-# MJX's default solver budget. Measured (experiments/bench_env.py
-# --solver_table and the parity tests): on 256 gymnasium-visited states,
-# iterations=10 / ls_iterations=10 (and even 6 / 6) give results
-# bit-identical to the model's 100 / 50, about 4.8x faster on CPU (N=64: 386
-# vs 80 env steps/s): in float32 the Newton solver has converged after a few
-# iterations, but the model's tolerance (1e-8) is never met, so the default
-# budget runs every iteration for nothing. 4 / 4 already changes some states;
-# 1 / 4 is a different simulator (median |Δqvel| 0.4). Pass
+# MJX's default solver budget: on gymnasium-visited states, iterations=10 /
+# ls_iterations=10 give results bit-identical to the model's 100 / 50 at a
+# fraction of the cost (WORKSPACE.md, "Solver settings", has the table and its
+# command): in float32 the Newton solver has converged after a few iterations,
+# but the model's tolerance (1e-8) is never met, so the model's budget runs every
+# iteration for nothing; fewer iterations change the states. Pass
 # iterations=None, ls_iterations=None for the model's own settings.
 DEFAULT_ITERATIONS = 10
 DEFAULT_LS_ITERATIONS = 10

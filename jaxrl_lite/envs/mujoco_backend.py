@@ -22,10 +22,9 @@ result, the same key gives the same trajectory, checkpoints restore it bit for
 bit, and a step reproduces gymnasium's float64 step exactly (observations and
 rewards are then rounded to float32).
 
-Speed (2-core CPU, N >= 256): about the CPU cost per env-step of raw
-``mujoco.rollout`` (within ~10%), ~50x less than MJX with the default solver;
-each batched call adds a few hundred microseconds (JAX ops, the callback), so
-small batches (N < ~16) pay mostly overhead.
+Speed (WORKSPACE.md, "Env stepping"): close to raw ``mujoco.rollout`` per
+env step at large batches; each batched call adds a fixed cost (JAX ops, the
+callback), so small batches pay mostly overhead.
 """
 from __future__ import annotations
 

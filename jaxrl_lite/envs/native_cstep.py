@@ -2,8 +2,11 @@
 
 A few lines of C, compiled once per machine with the system C compiler
 against the headers and ``libmujoco`` that ship in the ``mujoco`` wheel,
-loaded with ctypes. ``mjb_apply`` (MuJoCo's batch API, the engine under
-``mujoco.batch``) runs the per-simulation function below on its persistent
+loaded with ctypes. The shared object is code this process runs, so it is
+cached only in a per-user directory created 0700 (:func:`cache_dir`), named by
+a hash of the source, compiler and flags, and loaded only if it and its
+directory belong to this user and are not writable by group or others.
+``mjb_apply`` (MuJoCo's batch API, the engine under ``mujoco.batch``) runs the per-simulation function below on its persistent
 thread pool, so one call steps the whole batch with no Python (and no GIL) per
 simulation. Results are bit-identical to the Python pool in
 :mod:`jaxrl_lite.envs.native_physics`, which remains the fallback when no C
@@ -21,6 +24,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -123,16 +127,21 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def _cache_dirs() -> list[str]:
-    """Where the compiled step is kept: $JAXRL_LITE_CACHE, else ~/.cache/jaxrl_lite;
-    the system temp dir if that is not writable."""
-    root = os.environ.get("JAXRL_LITE_CACHE") or os.path.join(
+def cache_dir() -> str:
+    """Per-user directory of the compiled step: $JAXRL_LITE_CACHE, else
+    $XDG_CACHE_HOME/jaxrl_lite or ~/.cache/jaxrl_lite (created 0700)."""
+    return os.environ.get("JAXRL_LITE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxrl_lite")
-    return [root, os.path.join(tempfile.gettempdir(), "jaxrl_lite")]
+
+
+def load_error() -> str | None:
+    """Why the C step is unavailable (after :func:`load_library` returned None)."""
+    return _lib_error
 
 
 def load_library():
-    """Compile (once, cached) and load the C step; None (reason logged) if impossible."""
+    """Compile (once, cached) and load the C step; None if impossible, after one
+    warning that names the reason and the (slower) fallback."""
     global _lib, _lib_error
     with _lib_lock:
         if _lib is not None or _lib_error is not None:
@@ -141,9 +150,39 @@ def load_library():
             _lib = _build_and_load()
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallback
             _lib_error = f"{type(e).__name__}: {e}".splitlines()[0]
-            logging.warning("native MuJoCo backend: C step unavailable (%s); using the "
-                            "slower Python thread pool", _lib_error)
+            logging.warning("native MuJoCo backend: the compiled C step is NOT used (%s); "
+                            "falling back to the Python thread pool, which is slower",
+                            _lib_error)
         return _lib
+
+
+def _compiler() -> tuple[str, str]:
+    """-> (compiler path, its ``--version`` text): part of the cache key."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise OSError("no C compiler (cc/gcc) on PATH")
+    try:
+        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise OSError(f"C compiler {cc} cannot run ({e.strerror or e})") from None
+    return cc, proc.stdout
+
+
+def _private_dir(path: str) -> str:
+    """Create ``path`` 0700 if absent; raise unless it is ours and not writable by others."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    _check_private(path)
+    return path
+
+
+def _check_private(path: str) -> None:
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user "
+                              f"({os.getuid()}); refusing to load code from it")
+    if st.st_mode & 0o022:
+        raise PermissionError(f"{path} is writable by group or others (mode "
+                              f"{stat.S_IMODE(st.st_mode):o}); refusing to load code from it")
 
 
 def _build_and_load():
@@ -152,36 +191,26 @@ def _build_and_load():
     if not libs:
         raise OSError(f"no libmujoco.so in {pkg}")
     libmujoco = libs[-1]
-    tag = hashlib.sha256((_SOURCE + mujoco.__version__ + pkg).encode()).hexdigest()[:16]
-    name = f"native_cstep_{tag}.so"
-    for out_dir in _cache_dirs():
-        so = os.path.join(out_dir, name)
-        if os.path.exists(so):
-            break
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-            if os.access(out_dir, os.W_OK):
-                break
-        except OSError:
-            continue
-    else:
-        raise OSError(f"no writable cache directory for the C step ({_cache_dirs()})")
+    cc, cc_version = _compiler()
+    cmd_tail = ["-O2", "-shared", "-fPIC", "-I", os.path.join(pkg, "include"), "-L", pkg,
+                f"-l:{libmujoco}", f"-Wl,-rpath,{pkg}"]
+    key = "\0".join([_SOURCE, mujoco.__version__, pkg, cc, cc_version, *cmd_tail])
+    name = f"native_cstep_{hashlib.sha256(key.encode()).hexdigest()[:24]}.so"
+    out_dir = _private_dir(cache_dir())
+    so = os.path.join(out_dir, name)
     if not os.path.exists(so):
-        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            raise OSError("no C compiler (cc/gcc) on PATH")
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             src = os.path.join(tmp, "native_cstep.c")
             with open(src, "w") as f:
                 f.write(_SOURCE)
             tmp_so = os.path.join(tmp, "native_cstep.so")
-            cmd = [cc, "-O2", "-shared", "-fPIC", "-o", tmp_so, src,
-                   "-I", os.path.join(pkg, "include"), "-L", pkg, f"-l:{libmujoco}",
-                   f"-Wl,-rpath,{pkg}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            proc = subprocess.run([cc, "-o", tmp_so, src, *cmd_tail], capture_output=True,
+                                  text=True, timeout=120)
             if proc.returncode != 0:
                 raise OSError(f"compiling the C step failed: {proc.stderr.strip()[:300]}")
+            os.chmod(tmp_so, 0o700)
             os.replace(tmp_so, so)  # atomic: concurrent builders are harmless
+    _check_private(so)
     lib = ctypes.CDLL(so)
     lib.nb_make.restype = ctypes.c_void_p
     lib.nb_make.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,

@@ -16,8 +16,8 @@ Two jobs, kept free of JAX:
   threads (``mj_step`` releases the GIL), one ``MjData`` per thread. Each
   simulation is loaded from its full integration state (qpos, qvel and the
   solver's warm start ``qacc_warmstart``; the Ant has no activations), so a
-  step is a pure function of its inputs and reproduces gymnasium bit for bit.
-  (With a zero warm start instead, qvel differs by up to ~2e-7 after one step.)
+  step is a pure function of its inputs and reproduces gymnasium bit for bit
+  (a zero warm start instead changes qvel within float32 rounding: WORKSPACE.md).
 """
 from __future__ import annotations
 
@@ -125,10 +125,16 @@ class BatchStepper:
                 self._done.release()
 
     def close(self) -> None:
-        """Stop the worker threads (also happens at interpreter exit)."""
-        self._closed = True
-        for t in range(1, self.num_threads):
-            self._go[t].release()
+        """Stop the worker threads (also happens at interpreter exit). Waits for a
+        step in flight: closing under the lock means no worker can see ``_closed``
+        between a step's hand-off and its chunk (which left that step waiting
+        forever for the worker's ``_done``)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for t in range(1, self.num_threads):
+                self._go[t].release()
 
     def __del__(self):  # pragma: no cover - best effort
         try:

@@ -38,14 +38,12 @@ import optax
 from flax import struct
 
 from jaxrl_lite import normalizer, replay
+from jaxrl_lite.agents import flag_field as _f
 from jaxrl_lite.agents.actor_critic import losses, networks
+from jaxrl_lite.envs.core import episode_metrics
 from jaxrl_lite.policy import PolicySpec, init_actor_params
 
 NAME = "ac"
-
-
-def _f(default, help_text):
-    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,14 +494,7 @@ def make_train_iteration(config: Config, env):
         metrics["critic_updates"] = learned * n_updates
         metrics["exploration_std"] = jnp.mean(exploration_std(config, ts.env_steps))
         metrics["buffer_size"] = ts.buffer.size
-        info = ts.env_state.info
-        has_done = info["completed_count"] > 0
-        n_done = jnp.maximum(jnp.sum(has_done), 1)
-        metrics["episode_return_mean"] = (
-            jnp.sum(jnp.where(has_done, info["completed_return"], 0.0)) / n_done)
-        metrics["episode_length_mean"] = (
-            jnp.sum(jnp.where(has_done, info["completed_length"], 0)) / n_done)
-        metrics["episodes_completed"] = jnp.sum(info["completed_count"])
+        metrics.update(episode_metrics(ts.env_state))
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         return ts.replace(iteration=ts.iteration + 1), metrics
 

@@ -17,14 +17,11 @@ from flax import struct
 
 from jaxrl_lite import distributed, normalizer
 from jaxrl_lite.agents.ppo import losses, networks
-from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.agents import flag_field as _f
+from jaxrl_lite.envs.core import Env, State, episode_metrics
 from jaxrl_lite.policy import ACTIVATIONS, PolicySpec
 
 NAME = "ppo"
-
-
-def _f(default, help_text):
-    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,18 +193,6 @@ def advantages(config: Config, spec: PolicySpec, params, norm, data: dict):
     return values, adv, targets
 
 
-def _episode_metrics(env_state: State) -> dict:
-    count = env_state.info["completed_count"]
-    has = (count > 0).astype(jnp.float32)
-    n = jnp.maximum(jnp.sum(has), 1.0)
-    return {
-        "episode_return_mean": jnp.sum(env_state.info["completed_return"] * has) / n,
-        "episode_length_mean": jnp.sum(
-            env_state.info["completed_length"].astype(jnp.float32) * has) / n,
-        "episodes_completed": jnp.sum(count).astype(jnp.float32),
-    }
-
-
 def make_train_iteration(config: Config, env: Env):
     """-> jitted ``fn(TrainState) -> (TrainState, metrics)`` (one PPO iteration)."""
     config.validate()
@@ -258,7 +243,7 @@ def make_train_iteration(config: Config, env: Env):
         (params, opt_state), m = jax.lax.scan(
             epoch, (ts.params, ts.opt_state), jax.random.split(k_epochs, config.num_epochs))
         metrics = jax.tree_util.tree_map(jnp.mean, m)
-        metrics.update(_episode_metrics(env_state))
+        metrics.update(episode_metrics(env_state))
         metrics["policy_std"] = jnp.mean(jnp.exp(params["log_std"]))
         metrics["learning_rate"] = jnp.asarray(
             schedule(ts.iteration * updates_per_iter), jnp.float32)

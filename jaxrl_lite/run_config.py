@@ -1,0 +1,224 @@
+"""What one training run is: ``TrainConfig``, its validation, and the out_dir check.
+
+Free of JAX (only the agent's ``Config`` class is imported), so bad input is
+reported before anything is compiled or written. Every field of
+``TrainConfig`` and of the agent's ``Config`` has a flag of the same name in
+``experiments/train.py``; error messages therefore name ``--field``.
+
+The out_dir check decides how a run starts (:func:`plan_out_dir`):
+``"fresh"``    an empty or absent directory;
+``"restart"``  a directory left by the same run killed before its first
+               checkpoint (same config, no checkpoint, no metrics past the first
+               checkpoint boundary): nothing of value is in it, so the run
+               starts again from step 0, with or without ``resume``;
+``"resume"``   ``resume=True`` and a checkpoint to continue from (the newest, or
+               ``resume_step``), verified against its checksums first.
+A directory holding checkpoints is never started over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import typing
+
+from jaxrl_lite import agents, checkpoint
+
+CONFIG_FILE = "config.json"
+RUNTIME_FILE = "runtime.jsonl"
+METRICS_FILE = "metrics.jsonl"
+# Fields that may differ between a run and its resume (they do not change what is
+# computed).
+RESUME_FREE = ("coordinator_address", "process_id", "distributed_timeout_s", "resume",
+               "resume_step", "progress", "stop_after_steps", "out_dir", "plot_every_s",
+               "max_wall_s", "tensorboard")
+EXIT_BAD_INPUT = 2
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or go on; ``str(e)`` is one line, ``exit_code`` the
+    CLI's exit status."""
+
+    exit_code = 1
+
+
+class ConfigError(TrainingError, ValueError):
+    """Bad configuration, out_dir or checkpoint to resume (exit status 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One run. Step counts are env steps (rounded up to whole iterations).
+
+    ``agent_config`` is the algorithm's ``Config`` (None: its defaults).
+    """
+
+    out_dir: str = ""
+    algo: str = "ppo"
+    env: str = "Ant-v5"
+    backend: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    resume_step: int = 0          # 0 = the newest checkpoint
+    checkpoint_every_steps: int = 1_000_000
+    keep_checkpoints: int = 3
+    log_every_steps: int = 100_000
+    eval_every_steps: int = 1_000_000   # 0 = only at the end
+    eval_envs: int = 8
+    stop_after_steps: int = 0     # 0 = train to total_steps
+    max_wall_s: float = 0.0       # 0 = no budget
+    progress: bool = True
+    plot_every_s: float = 20.0
+    num_devices: int = 0          # 0 = every device of every process
+    num_processes: int = 1
+    tensorboard: bool = False     # also write TensorBoard event files (needs tensorflow)
+    agent_config: typing.Any = None
+
+    def to_json(self) -> dict:
+        """config.json: every field (algorithm fields resolved, flattened)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "agent_config"}
+        for k, v in dataclasses.asdict(self.agent_config).items():
+            d[k] = list(v) if isinstance(v, tuple) else v
+        return d
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every field; returns a copy with ``agent_config`` filled in and
+    ``out_dir`` absolute. Raises ConfigError (one line)."""
+    from jaxrl_lite import envs
+
+    if config.algo not in agents.names():
+        raise ConfigError(f"unknown --algo={config.algo!r}; valid algos: "
+                          f"{', '.join(agents.names())}")
+    try:
+        mod = agents.get(config.algo)
+    except ImportError as e:
+        raise ConfigError(f"--algo={config.algo} is not available in this installation "
+                          f"({e})") from None
+    if config.env not in envs.registered():
+        raise ConfigError(f"unknown --env={config.env!r}; registered: "
+                          f"{', '.join(envs.registered())}")
+    if config.backend not in envs.BACKENDS:
+        raise ConfigError(f"unknown --backend={config.backend!r}; valid backends: "
+                          f"{', '.join(envs.BACKENDS)}")
+    if not config.out_dir:
+        raise ConfigError("--out_dir is required")
+    for name, minimum in (("checkpoint_every_steps", 1), ("keep_checkpoints", 1),
+                          ("log_every_steps", 1), ("eval_envs", 1), ("eval_every_steps", 0),
+                          ("stop_after_steps", 0), ("resume_step", 0)):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            what = "positive" if minimum == 1 else "non-negative"
+            raise ConfigError(f"--{name} must be a {what} integer, got {value}")
+    for name in ("max_wall_s", "plot_every_s"):
+        if not (getattr(config, name) >= 0):
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.resume_step and not config.resume:
+        raise ConfigError("--resume_step needs --resume")
+    if config.tensorboard and importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError("--tensorboard writes through TensorFlow's summary writer, which is "
+                          "not installed: pip install '.[export]' or drop --tensorboard")
+    agent_config = mod.Config() if config.agent_config is None else config.agent_config
+    if type(agent_config) is not mod.Config:
+        raise ConfigError(f"agent_config is a {type(agent_config).__qualname__}, "
+                          f"--algo={config.algo} needs {mod.__name__}.Config")
+    try:
+        agent_config.validate()
+    except ValueError as e:
+        raise ConfigError(f"--algo={config.algo}: {e}") from None
+    return dataclasses.replace(config, agent_config=agent_config,
+                               out_dir=os.path.abspath(config.out_dir))
+
+
+def _first_difference(saved: dict, now: dict, out_dir: str) -> str | None:
+    for key in sorted(set(saved) | set(now)):
+        if key in RESUME_FREE:
+            continue
+        if saved.get(key, "<absent>") != now.get(key, "<absent>"):
+            return (f"--{key}={now.get(key, '<absent>')!r} differs from the run in {out_dir} "
+                    f"({key}={saved.get(key, '<absent>')!r})")
+    return None
+
+
+def _read_json_lines(path: str) -> list[dict]:
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    return out
+
+
+def _check_nothing_lost(config: TrainConfig) -> None:
+    """A run without checkpoints may start over only if it never had one."""
+    records = _read_json_lines(os.path.join(config.out_dir, METRICS_FILE))
+    last = max((r.get("step", 0) for r in records), default=0)
+    resumed = any(r.get("resumed_from_step") is not None
+                  for r in _read_json_lines(os.path.join(config.out_dir, RUNTIME_FILE)))
+    if last >= config.checkpoint_every_steps or resumed:
+        raise ConfigError(
+            f"--out_dir={config.out_dir} has no checkpoint but its {METRICS_FILE} reaches step "
+            f"{last}{' and it was resumed before' if resumed else ''}: its checkpoints were "
+            f"removed; start the run in a new --out_dir")
+
+
+def plan_out_dir(config: TrainConfig) -> tuple[str, int | None]:
+    """-> ("fresh" | "restart" | "resume", step to resume from or None).
+
+    Reads only; raises ConfigError (one line) for a directory holding another run,
+    nothing to resume or a corrupt checkpoint (naming the newest good one).
+    """
+    out = config.out_dir
+    cfg_path = os.path.join(out, CONFIG_FILE)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out_dir={out} exists and is not a directory")
+    saved = None
+    if os.path.exists(cfg_path):
+        try:
+            with open(cfg_path) as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"unreadable {cfg_path} ({e}); choose another --out_dir") from None
+    steps = checkpoint.list_steps(out)
+    if saved is None:
+        if config.resume:
+            raise ConfigError(f"--resume: no run to resume in {out} (no {CONFIG_FILE})")
+        for name in (checkpoint.CHECKPOINT_SUBDIR, METRICS_FILE):
+            if os.path.exists(os.path.join(out, name)):
+                raise ConfigError(f"--out_dir={out} already holds {name} of another run; "
+                                  f"choose another --out_dir")
+        return "fresh", None
+    diff = _first_difference(saved, config.to_json(), out)
+    if steps and not config.resume:
+        raise ConfigError(f"--out_dir={out} already holds a run ({CONFIG_FILE}) with "
+                          f"checkpoints; pass --resume to continue it or choose another "
+                          f"--out_dir")
+    if diff:
+        way_out = "resume with the same flags" if config.resume else "choose another --out_dir"
+        raise ConfigError(f"{'--resume: ' if config.resume else ''}{diff}; {way_out}")
+    if not steps:
+        if config.resume_step:
+            raise ConfigError(f"--resume_step={config.resume_step}: no checkpoint in "
+                              f"{checkpoint.checkpoint_dir(out)}")
+        _check_nothing_lost(config)
+        return "restart", None
+    if config.resume_step:
+        if config.resume_step not in steps:
+            raise ConfigError(f"--resume_step={config.resume_step}: no checkpoint for that "
+                              f"step in {checkpoint.checkpoint_dir(out)}; have {steps}")
+        step = config.resume_step
+    else:
+        step = steps[-1]
+    try:
+        checkpoint.verify(out, step, how_to_pick="--resume_step=")
+    except checkpoint.CheckpointError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    return "resume", step
