@@ -1,0 +1,145 @@
+"""The lean Pi install and the console commands, as a user gets them from pip.
+
+A fresh virtual environment gets ``pip install "<copy of this tree>[pi]"`` (the
+packaging metadata alone decides what comes in), then the installed
+``jaxrl-evaluate`` runs on a real export directory from outside the source tree
+with JAX and TensorFlow not importable. Needs PyPI (or the machine's pip index)
+like ``make test``'s own install. ``JAXRL_LITE_PI_EMULATION=1`` adds the same on
+emulated 64-bit ARM Debian userlands (tools/pi_emulation.sh; root, ~30 min).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from tests.test_evaluate import assert_one_line_error, build_export_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "mujoco_mjx", "tensorflow", "tf2onnx",
+         "onnxruntime", "tflite_micro", "matplotlib", "rich")
+_IGNORE = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__",
+                                 ".jax_cache", ".pytest_cache", "out")
+
+
+def _pyproject() -> dict:
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return build_export_dir(str(tmp_path_factory.mktemp("pi_export")))
+
+
+@pytest.fixture(scope="module")
+def pi_venv(tmp_path_factory):
+    """A venv holding exactly ``pip install ".[pi]"`` of a copy of this tree; its bin/."""
+    root = tmp_path_factory.mktemp("pi_venv")
+    src = root / "src"
+    shutil.copytree(REPO, src, ignore=_IGNORE, symlinks=False)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([str(root / "venv/bin/pip"), "install", "--quiet", f"{src}[pi]"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root / "venv/bin"
+
+
+def _run(cmd: list[str], cwd, timeout=300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.mark.slow
+def test_pi_extra_installs_the_harness_runtime_only(pi_venv, tmp_path):
+    probe = ("import importlib.util as u, json, export\n"
+             f"print(json.dumps({{m: u.find_spec(m) is not None for m in {HEAVY!r} + "
+             "('ai_edge_litert', 'gymnasium', 'mujoco', 'psutil', 'absl', 'numpy')}))\n"
+             "print(export.__file__)\n")
+    proc = _run([str(pi_venv / "python"), "-c", probe], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found, where = proc.stdout.splitlines()
+    found = json.loads(found)
+    assert [m for m in HEAVY if found[m]] == [], found
+    assert all(found[m] for m in ("ai_edge_litert", "gymnasium", "mujoco", "psutil")), found
+    assert "site-packages" in where, where  # the installed package, not this checkout
+
+
+@pytest.mark.slow
+def test_installed_jaxrl_evaluate_runs_an_export_without_jax_or_tf(pi_venv, export_dir,
+                                                                    tmp_path):
+    report = tmp_path / "pi.json"
+    proc = _run([str(pi_venv / "jaxrl-evaluate"), f"--export_dir={export_dir}",
+                 "--episodes=1", "--seed=0", "--max_episode_steps=30", "--warmup=2",
+                 f"--report={report}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(report.read_text())["variants"]
+    for name in ("fp32", "int8"):
+        assert rows[name]["runtime"] == "litert" and rows[name]["steps_total"] > 0, rows[name]
+    assert "TensorFlow is not installed" in rows["TensorFlow SavedModel"]["skipped"]
+    assert "not installed" in rows["JAX actor"]["skipped"]
+    assert "tflite-micro is not installed" in rows["micro"]["skipped"]
+    assert "no chart: matplotlib is not installed" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, extra", [("jaxrl-train", "train"),
+                                            ("jaxrl-export", "export")])
+def test_training_commands_name_their_extra_on_a_pi_install(pi_venv, tmp_path, command,
+                                                            extra):
+    proc = _run([str(pi_venv / command), "--help"], cwd=tmp_path)
+    assert_one_line_error(proc, f"[{extra}] extra", f'pip install "jaxrl_lite[{extra}]"')
+
+
+def test_console_scripts_point_at_the_cli_modules():
+    """Every [project.scripts] target imports; jaxrl-evaluate's flags are export.evaluate's."""
+    import importlib
+
+    scripts = _pyproject()["project"]["scripts"]
+    assert set(scripts) == {"jaxrl-train", "jaxrl-export", "jaxrl-evaluate"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    call = "import sys; sys.argv[0] = 'jaxrl-evaluate'; from experiments.entry_points import " \
+           "evaluate; evaluate()"
+    help_ = subprocess.run([sys.executable, "-c", call, "--help"], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+    # absl exits 1 after --help; what matters is that the text is export.evaluate's.
+    assert "Pi harness" in help_.stdout and "--export_dir" in help_.stdout, help_.stderr
+    bad = subprocess.run([sys.executable, "-c", call, "--model=/nonexistent.tflite"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert_one_line_error(bad, "model file not found: /nonexistent.tflite")
+
+
+def test_pi_extra_is_the_harness_runtime():
+    """[pi] + base name LiteRT, gymnasium, MuJoCo, numpy, psutil, absl and nothing of JAX/TF."""
+    project = _pyproject()["project"]
+    names = {r.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
+             for r in project["dependencies"] + project["optional-dependencies"]["pi"]}
+    assert names == {"numpy", "gymnasium", "mujoco", "absl-py", "psutil", "ai-edge-litert"}
+    extras = project["optional-dependencies"]
+    assert "jaxrl_lite[train]" in extras["export"] and "jaxrl_lite[train]" in extras["gpu"]
+
+
+@pytest.mark.skipif(os.environ.get("JAXRL_LITE_PI_EMULATION") != "1",
+                    reason="emulated aarch64 check: set JAXRL_LITE_PI_EMULATION=1 (root, ~30 min)")
+def test_pi_emulation_cross_architecture(export_dir, tmp_path):
+    """tools/pi_emulation.sh on both Debian bases: installs [pi], runs, actions agree."""
+    out = tmp_path / "crossarch"
+    proc = subprocess.run(["bash", os.path.join(REPO, "tools/pi_emulation.sh"),
+                           f"--export_dir={export_dir}", f"--out_dir={out}", "--episodes=1",
+                           "--max_episode_steps=200"], capture_output=True, text=True,
+                          timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = json.loads((out / "crossarch.json").read_text())
+    assert set(table["platforms"]) >= {"x86", "aarch64-bookworm", "aarch64-trixie"}
+    for name, row in table["variants"].items():
+        assert row["agree"], (name, row)
