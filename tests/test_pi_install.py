@@ -143,3 +143,82 @@ def test_pi_emulation_cross_architecture(export_dir, tmp_path):
     assert set(table["platforms"]) >= {"x86", "aarch64-bookworm", "aarch64-trixie"}
     for name, row in table["variants"].items():
         assert row["agree"], (name, row)
+
+
+# ----------------------------------------------------------------------------- Pi-side pieces
+def test_one_c_array_reader_checks_the_declared_length(export_dir, tmp_path):
+    from export import harness_runtime, micro
+    from tests.test_evaluate import run_cli
+
+    assert micro.parse_c_array is harness_runtime.parse_c_array  # one reader, TF-free
+    cc = os.path.join(export_dir, "micro", "actor_model.cc")
+    data = harness_runtime.parse_c_array(cc)
+    assert data[4:8] == b"TFL3"
+    text = open(cc).read()
+    last = text.rindex("0x")
+    bad = tmp_path / "actor_model.cc"
+    bad.write_text(text[:last] + text[last + 5:])  # one byte fewer than g_actor_model_len
+    proc = run_cli(f"--model={bad}", "--runtime=tflm", "--episodes=1")
+    assert_one_line_error(proc, f"g_actor_model_len = {len(data)}",
+                          f"holds {len(data) - 1} bytes")
+
+
+def test_manifest_entry_found_from_the_model_path(export_dir, tmp_path):
+    from export import harness_manifest
+    from export.harness_common import HarnessError
+
+    manifest, entry = harness_manifest.entry_for(os.path.join(export_dir, "micro",
+                                                              "actor_model.h"))
+    assert entry["name"] == "micro" and manifest["variants"]["micro"]["file"] == entry["file"]
+    assert harness_manifest.arena_bytes(entry) == 2 * entry["tensor_arena_bytes"]
+    _, entry = harness_manifest.entry_for(os.path.join(export_dir, "actor_int8.tflite"))
+    assert entry["name"] == "int8"
+    assert harness_manifest.entry_for(str(tmp_path / "m.tflite")) == (None, None)
+    with pytest.raises(HarnessError, match="does not exist"):
+        harness_manifest.entry_for(os.path.join(export_dir, "actor_int8.tflite"),
+                                   str(tmp_path / "nope.json"))
+
+
+def _unshare_works() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (root)")
+def test_harness_without_proc_reports_na_instead_of_a_traceback(export_dir, tmp_path):
+    """A chroot without /proc mounted: figures that need it are n/a, with a note."""
+    report = tmp_path / "r.md"
+    harness = (f"{sys.executable} -m export.evaluate --export_dir={export_dir} --episodes=1 "
+               f"--max_episode_steps=20 --warmup=1 --comparison_rows=false --report={report}")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f"mount -t tmpfs none /proc && {harness}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert any("/proc/meminfo" in n and "n/a" in n for n in out["machine"]["notes"])
+    assert out["machine"]["memory_total_mb"] is None
+    int8 = out["variants"]["int8"]
+    assert int8["rss_mb_model"] is None and int8["return_mean"] is not None
+    assert int8["cpu_percent_mean"] > 0  # getrusage needs no /proc
+    assert "not readable (is /proc mounted?)" in (tmp_path / "r.md").read_text()
+
+
+def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
+    from export import harness_report
+    from export.harness_common import cpu_percent
+    from tests.test_evaluate import run_cli
+
+    out = tmp_path / "e.json"
+    proc = run_cli(f"--model={export_dir}/actor_int8.tflite", "--episodes=1",
+                   "--max_episode_steps=20", "--warmup=1", f"--report={out}",
+                   env={"JAXRL_LITE_EMULATION": "qemu-user"})
+    assert proc.returncode == 0, proc.stderr
+    machine = json.loads(out.read_text())["machine"]
+    assert machine["emulation"] == "qemu-user" and "(under qemu-user)" in machine["cpu_model"]
+    assert any("latency" in n and "not meaningful" in n for n in machine["notes"])
+    # qemu-user reports zero CPU time through /proc: that is "n/a", never "0%".
+    assert cpu_percent(0.0, 2.0) is None and cpu_percent(None, 2.0) is None
+    assert cpu_percent(1.0, 2.0) == 50.0
+    row = {"name": "int8", "runtime": "litert", "steps_total": 20, "return_mean": 1.0,
+           "cpu_percent_mean": None}
+    assert harness_report.markdown_table([row]).splitlines()[2].rstrip(" |").endswith("n/a")
