@@ -222,3 +222,43 @@ def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
     row = {"name": "int8", "runtime": "litert", "steps_total": 20, "return_mean": 1.0,
            "cpu_percent_mean": None}
     assert harness_report.markdown_table([row]).splitlines()[2].rstrip(" |").endswith("n/a")
+
+
+def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_path):
+    """record -> actions on the real export; compare flags > 1 LSB (int8) and > 1e-6 (fp32)."""
+    from tests.test_evaluate import run_cli
+
+    obs = tmp_path / "observations.npy"
+    args = [f"--export_dir={export_dir}", f"--observations={obs}"]
+    proc = run_cli("record", *args, "--num_observations=64", "--steps_per_episode=16",
+                   module="export.harness_agreement")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("actions", *args, f"--out={tmp_path}/x86/actions.npz",
+                   module="export.harness_agreement")
+    assert proc.returncode == 0, proc.stderr
+    import numpy as np
+
+    with np.load(tmp_path / "x86/actions.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    lsb = meta["variants"]["int8"]["output_lsb"]
+    assert meta["variants"]["fp32"]["output_lsb"] is None and 0 < lsb < 0.1
+    assert arrays["actions/int8"].shape == (64, 8)
+    # A second "platform": int8 one LSB off (agrees), fp32 2e-6 off (does not).
+    moved = dict(arrays)
+    moved["actions/int8"] = arrays["actions/int8"] + np.float32(lsb) * (np.arange(64) % 2)[:, None]
+    moved["actions/fp32"] = arrays["actions/fp32"] + np.float32(2e-6)
+    os.makedirs(tmp_path / "arm")
+    np.savez(tmp_path / "arm/actions.npz", **moved)
+    proc = run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm",
+                   module="export.harness_agreement")
+    assert proc.returncode == 1 and "tolerance for: fp32" in proc.stderr, proc.stderr
+    result = json.loads((tmp_path / "crossarch.json").read_text())["variants"]
+    assert result["int8"]["agree"] and result["int8"]["max_diff_lsb"]["arm"] == \
+        pytest.approx(1.0, rel=1e-3)
+    assert result["int8"]["identical_fraction"]["arm"] == 0.5
+    assert not result["fp32"]["agree"] and result["fp32"]["max_abs_diff"]["arm"] > 1e-6
+    moved["actions/int8"] = arrays["actions/int8"] + np.float32(2 * lsb)
+    np.savez(tmp_path / "arm/actions.npz", **moved)
+    run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm", module="export.harness_agreement")
+    assert not json.loads((tmp_path / "crossarch.json").read_text())["variants"]["int8"]["agree"]
