@@ -6,10 +6,13 @@
   python -m export.harness_agreement compare --out_dir=OUT x86 aarch64-bookworm ...
 
 ``record`` stores a fixed set of Ant-v5 observations (float32 [N, 105]) visited
-by the export's fp32 model (episodes seed, seed+1, ...). ``actions`` runs every
-LiteRT variant of the export on exactly those observations, one at a time,
-and stores float32 [N, act_dim] per variant plus the size of one output step
-(LSB) of quantized outputs. ``compare`` reads OUT/LABEL/actions.npz (and
+by the export's fp32 model (episodes seed, seed+1, ...), and the actions of one
+fp32 episode (OBS_replay.npz). ``actions`` runs every LiteRT variant of the
+export on exactly those observations, one at a time, and stores float32
+[N, act_dim] per variant plus the size of one output step (LSB) of quantized
+outputs; it also replays the recorded episode's actions open loop and stores
+the observations (float64 [T + 1, 105]), so ``compare`` can say from which step
+the platforms' physics part. ``compare`` reads OUT/LABEL/actions.npz (and
 OUT/LABEL/evaluation.json, the harness report of the same export with matched
 seeds) for each LABEL, takes the first as reference and writes
 OUT/crossarch.{json,md}: per variant the largest action difference (absolute
@@ -116,7 +119,42 @@ def record(export_dir: str, path: str, num: int, seed: int, steps: int) -> np.nd
     arr = np.stack(out)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.save(path, arr)
+    # One open-loop episode for the physics: its actions, replayed on each platform.
+    env = make_env(1000)
+    obs, _ = env.reset(seed=seed)
+    actions, done = [], False
+    while not done:
+        buf[0] = obs
+        policy.set_input(buf)
+        policy.invoke()
+        actions.append(policy.get_output()[0].copy())
+        obs, _, term, trunc, _ = env.step(actions[-1])
+        done = term or trunc
+    env.close()
+    np.savez(replay_path(path), actions=np.stack(actions), seed=np.int64(seed))
     return arr
+
+
+def replay_path(observations_path: str) -> str:
+    return os.path.splitext(observations_path)[0] + "_replay.npz"
+
+
+def replay(path: str) -> np.ndarray:
+    """float64 [T + 1, obs_dim] observations of the recorded actions replayed open loop."""
+    from export.harness_loop import make_env
+
+    with np.load(path) as z:
+        actions, seed = z["actions"], int(z["seed"])
+    env = make_env(len(actions))
+    obs, _ = env.reset(seed=seed)
+    traj = [np.asarray(obs, np.float64)]
+    for a in actions:
+        obs, _, term, trunc, _ = env.step(a)
+        traj.append(np.asarray(obs, np.float64))
+        if term:
+            break
+    env.close()
+    return np.stack(traj)
 
 
 def load_observations(path: str) -> np.ndarray:
@@ -129,11 +167,14 @@ def load_observations(path: str) -> np.ndarray:
     return obs
 
 
-def write_actions(export_dir: str, observations: np.ndarray, path: str) -> dict:
+def write_actions(export_dir: str, observations: np.ndarray, path: str,
+                  observations_path: str = "") -> dict:
     arrays, meta = {}, {"machine": hc.machine_description(), "variants": {}}
     for name, model in litert_variants(export_dir).items():
         arrays[f"actions/{name}"], lsb = actions_on(model, observations)
         meta["variants"][name] = {"file": os.path.basename(model), "output_lsb": lsb}
+    if os.path.isfile(replay_path(observations_path)):
+        arrays["replay_observations"] = replay(replay_path(observations_path))
     arrays["meta"] = np.array(json.dumps(meta))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.savez(path, **arrays)
@@ -141,13 +182,15 @@ def write_actions(export_dir: str, observations: np.ndarray, path: str) -> dict:
 
 
 def _load_platform(out_dir: str, label: str) -> tuple[dict, dict, dict]:
-    """(meta, {variant: actions}, evaluation rows) of OUT/LABEL."""
+    """(meta (+ "replay_observations"), {variant: actions}, evaluation rows) of OUT/LABEL."""
     path = os.path.join(out_dir, label, "actions.npz")
     if not os.path.isfile(path):
         raise HarnessError(f"{path} is missing: run `actions` for {label} first")
     with np.load(path) as z:
         meta = json.loads(str(z["meta"]))
         acts = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("actions/")}
+        if "replay_observations" in z.files:
+            meta["replay_observations"] = z["replay_observations"]
     rows = {}
     ev = os.path.join(out_dir, label, "evaluation.json")
     if os.path.isfile(ev):
@@ -188,7 +231,21 @@ def compare(out_dir: str, labels: list[str]) -> dict:
                 ok = diff.max() <= FLOAT_TOL
             row["agree"] = bool(row["agree"] and ok)
         variants[name] = row
-    result = {"platforms": labels, "reference": labels[0],
+    physics = {}
+    ref_traj = ref_meta.get("replay_observations")
+    for lab in labels[1:]:
+        traj = loaded[lab][0].get("replay_observations")
+        if ref_traj is None or traj is None:
+            continue
+        n = min(len(ref_traj), len(traj))
+        diff = np.abs(traj[:n] - ref_traj[:n]).max(axis=1)
+        apart = np.nonzero(diff > 0)[0]
+        far = np.nonzero(diff > 1e-3)[0]
+        physics[lab] = {"steps": int(n - 1), "lengths": [len(ref_traj) - 1, len(traj) - 1],
+                        "first_step_differing": int(apart[0]) if len(apart) else None,
+                        "first_step_over_1e-3": int(far[0]) if len(far) else None,
+                        "max_obs_diff": float(diff.max())}
+    result = {"platforms": labels, "reference": labels[0], "physics_replay": physics,
               "observations": int(len(next(iter(ref_acts.values())))) if ref_acts else 0,
               "tolerance": {"quantized_output_lsb": LSB_TOL, "float_abs": FLOAT_TOL},
               "machines": {lab: loaded[lab][0]["machine"] for lab in labels},
@@ -222,9 +279,17 @@ def markdown(result: dict) -> str:
     desc = "; ".join(f"{lab}: {m[lab].get('machine')} Python {m[lab].get('python')}, LiteRT "
                      f"{m[lab].get('litert_version')}, MuJoCo {m[lab].get('mujoco_version')}, "
                      f"numpy {m[lab].get('numpy_version')}" for lab in labs)
+    def step(i):
+        return "never" if i is None else f"at step {i}"
+
+    phys = "".join(
+        f"\nPhysics, the recorded actions replayed open loop ({p['steps']} steps) on {lab}: "
+        f"first observation difference {step(p['first_step_differing'])}, first > 1e-3 "
+        f"{step(p['first_step_over_1e-3'])} (max {p['max_obs_diff']:.3g})."
+        for lab, p in result.get("physics_replay", {}).items())
     return ("\n".join(lines) + f"\n\nActions on {result['observations']} recorded observations, "
             f"compared with {ref}; agree = within 1 output LSB (quantized output) or "
-            f"{FLOAT_TOL:g} (float). Returns: mean over the same seeds on each platform.\n"
+            f"{FLOAT_TOL:g} (float). Returns: mean over the same seeds on each platform.{phys}\n"
             f"{desc}.\n")
 
 
@@ -245,7 +310,8 @@ def _main(argv: list[str]) -> int:
     elif cmd == "actions":
         if not _OUT.value:
             raise HarnessError("actions needs --out=FILE.npz")
-        meta = write_actions(_EXPORT_DIR.value, load_observations(_OBS.value), _OUT.value)
+        meta = write_actions(_EXPORT_DIR.value, load_observations(_OBS.value), _OUT.value,
+                             _OBS.value)
         print(f"[agreement] actions of {', '.join(meta['variants'])} -> {_OUT.value}")
     else:
         if not _OUT_DIR.value:

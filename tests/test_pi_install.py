@@ -248,6 +248,11 @@ def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_pa
     moved = dict(arrays)
     moved["actions/int8"] = arrays["actions/int8"] + np.float32(lsb) * (np.arange(64) % 2)[:, None]
     moved["actions/fp32"] = arrays["actions/fp32"] + np.float32(2e-6)
+    replayed = arrays["replay_observations"]  # the recorded episode, replayed here
+    assert replayed.shape[1] == 105 and len(replayed) > 1
+    moved["replay_observations"] = replayed.copy()
+    moved["replay_observations"][5:, 0] += 1e-9
+    moved["replay_observations"][9:, 1] += 1e-2
     os.makedirs(tmp_path / "arm")
     np.savez(tmp_path / "arm/actions.npz", **moved)
     proc = run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm",
@@ -257,6 +262,8 @@ def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_pa
     assert result["int8"]["agree"] and result["int8"]["max_diff_lsb"]["arm"] == \
         pytest.approx(1.0, rel=1e-3)
     assert result["int8"]["identical_fraction"]["arm"] == 0.5
+    physics = json.loads((tmp_path / "crossarch.json").read_text())["physics_replay"]["arm"]
+    assert physics["first_step_differing"] == 5 and physics["first_step_over_1e-3"] == 9
     assert not result["fp32"]["agree"] and result["fp32"]["max_abs_diff"]["arm"] > 1e-6
     moved["actions/int8"] = arrays["actions/int8"] + np.float32(2 * lsb)
     np.savez(tmp_path / "arm/actions.npz", **moved)
