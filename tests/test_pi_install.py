@@ -137,7 +137,7 @@ def test_pi_emulation_cross_architecture(export_dir, tmp_path):
     proc = subprocess.run(["bash", os.path.join(REPO, "tools/pi_emulation.sh"),
                            f"--export_dir={export_dir}", f"--out_dir={out}", "--episodes=1",
                            "--max_episode_steps=200"], capture_output=True, text=True,
-                          timeout=3600)
+                          timeout=5400, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = json.loads((out / "crossarch.json").read_text())
     assert set(table["platforms"]) >= {"x86", "aarch64-bookworm", "aarch64-trixie"}
