@@ -164,9 +164,10 @@ enter_rootfs() {  # $1 suite -> sets ROOT: an overlay on the cached userland, se
   mount --rbind /dev "$ROOT/dev"; mount --make-rslave "$ROOT/dev"; MOUNTS+=("$ROOT/dev")
   # qemu-user passes /proc/cpuinfo through from the host, so an aarch64 process reads x86
   # text. LiteRT's CPU detection (the cpuinfo library behind XNNPACK) does not survive that:
-  # Interpreter() segfaults on construction (LiteRT 2.3.0, qemu 7.2, any QEMU_CPU). A real
-  # Raspberry Pi 4's cpuinfo (4x Cortex-A72, CPU part 0xd08) over it makes it work, and makes
-  # the run see the board the profiles describe.
+  # with /sys mounted it finds the host's processors there, then no ARM entry for them in
+  # /proc/cpuinfo, and Interpreter() segfaults on construction (LiteRT 2.3.0, qemu 7.2, any
+  # QEMU_CPU; checked here). A real Raspberry Pi 4's cpuinfo (4x Cortex-A72, CPU part 0xd08)
+  # over it makes it work, and matches QEMU_CPU below.
   bind "$REPO/tools/pi4_cpuinfo.txt" "$ROOT/proc/cpuinfo" ro
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
   cp /etc/hosts "$ROOT/etc/hosts" 2>/dev/null || true
