@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[export,pi,dev]"
+	$(BIN)/pip install --quiet -e ".[train,export,pi,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -29,6 +29,8 @@ import tempfile
 from absl import app, flags
 
 from export import harness_common as hc
+from export import harness_manifest
+from export.harness_manifest import MANIFEST, arena_bytes, is_micro, load_manifest
 from export.harness_common import HarnessError
 
 hc.define_common_flags()
@@ -40,70 +42,6 @@ _MANIFEST, _VIDEO, _NAME = flags.FLAGS["manifest"], flags.FLAGS["video"], flags.
 _COMPARISON = flags.DEFINE_bool("comparison_rows", True, "With --export_dir, add the "
                                 "TensorFlow SavedModel and JAX actor rows.")
 
-MANIFEST = "manifest.json"
-
-
-# --------------------------------------------------------------------------- manifest
-def load_manifest(export_dir: str) -> dict:
-    path = os.path.join(export_dir, MANIFEST)
-    if not os.path.isdir(export_dir):
-        raise HarnessError(f"--export_dir={export_dir} is not a directory")
-    if not os.path.isfile(path):
-        raise HarnessError(f"{export_dir} has no {MANIFEST}; expected an export directory "
-                           f"written by `python -m export.convert`")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("variants"), dict) \
-            or not manifest["variants"]:
-        raise HarnessError(f"{path} has no 'variants' mapping; expected "
-                           f"{{\"variants\": {{NAME: {{\"file\": ..., \"bytes\": ...}}}}}}")
-    return manifest
-
-
-def is_micro(name: str, entry: dict) -> bool:
-    f = str(entry.get("file", ""))
-    return "micro" in name.lower() or f.startswith("micro/") or f.endswith((".cc", ".h"))
-
-
-def arena_bytes(entry: dict) -> int | None:
-    """Tensor-arena bytes for TFLM from a manifest entry (recommended size first)."""
-    for key in ("tensor_arena_bytes_recommended", "arena_bytes_recommended"):
-        if entry.get(key):
-            return int(entry[key])
-    for key in ("tensor_arena_bytes", "arena_bytes"):
-        if entry.get(key):
-            return 2 * int(entry[key])  # the minimum measured on the exporting machine
-    return None
-
-
-def _manifest_entry_for(model_path: str) -> tuple[dict | None, dict | None]:
-    """(manifest, entry) describing ``model_path``, searched next to and above it."""
-    model_abs = os.path.abspath(model_path)
-    cands = [_MANIFEST.value] if _MANIFEST.value else [
-        os.path.join(os.path.dirname(model_abs), MANIFEST),
-        os.path.join(os.path.dirname(os.path.dirname(model_abs)), MANIFEST)]
-    for cand in cands:
-        if not os.path.isfile(cand):
-            if _MANIFEST.value:
-                raise HarnessError(f"--manifest={cand} does not exist")
-            continue
-        try:
-            with open(cand) as f:
-                manifest = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"{cand} is not valid JSON ({e})") from None
-        base = os.path.dirname(os.path.abspath(cand))
-        for name, entry in (manifest.get("variants") or {}).items():
-            files = [entry.get("file"), entry.get("header")]
-            if any(f and os.path.abspath(os.path.join(base, str(f))) == model_abs
-                   for f in files):
-                return manifest, dict(entry, name=name)
-        return manifest, None
-    return None, None
-
 
 # --------------------------------------------------------------------------- one model
 def evaluate_model(constraints: dict) -> dict:
@@ -112,7 +50,7 @@ def evaluate_model(constraints: dict) -> dict:
 
     path = _MODEL.value
     data = harness_runtime.read_model_bytes(path)
-    _, entry = _manifest_entry_for(path)
+    _, entry = harness_manifest.entry_for(path, _MANIFEST.value)
     name = _NAME.value or (entry or {}).get("name") or os.path.basename(path)
     extra = {}
     if (entry or {}).get("tensor_arena_bytes"):  # measured by the exporter with TFLM
@@ -146,13 +84,16 @@ def evaluate_model(constraints: dict) -> dict:
 
 
 def summary_line(r: dict) -> str:
+    def f(key, fmt="{:.1f}", scale=1.0):  # "n/a" for figures this OS could not provide
+        return "n/a" if r.get(key) is None else fmt.format(scale * r[key])
+
     return (f"{r['name']}: return {r['return_mean']:.1f} ± {r['return_std']:.1f} over "
             f"{r['episodes']} episodes (len {r['episode_length_mean']:.0f}); invoke p50 "
             f"{r['latency_us_p50']:.1f} µs p99 {r['latency_us_p99']:.1f} µs max "
             f"{r['latency_us_max']:.0f} µs; env step {r['env_step_us_mean']:.0f} µs; overhead "
             f"{r['harness_overhead_us_per_step']:.1f} µs/step "
-            f"({100 * r['harness_overhead_fraction']:.1f}%); peak RSS {r['rss_mb_peak']:.1f} MB "
-            f"(model {r['rss_mb_model']:.1f} MB); CPU {r['cpu_percent_mean']:.0f}%")
+            f"({100 * r['harness_overhead_fraction']:.1f}%); peak RSS {f('rss_mb_peak')} MB "
+            f"(model {f('rss_mb_model')} MB); CPU {f('cpu_percent_mean', '{:.0f}%')}")
 
 
 def run_single(constraints: dict) -> int:

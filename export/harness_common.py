@@ -195,8 +195,89 @@ def apply_constraints(flag_values) -> dict:
         raise HarnessError(f"--memory_budget_mb must be > 0, got {budget}")
     if profile is not None:
         notes.append(PROFILE_NOTE)
+    notes.extend(os_figure_notes())
     return {"cpus": cpus, "threads": int(threads), "memory_budget_mb": budget,
             "profile": dataclasses.asdict(profile) if profile else None, "notes": notes}
+
+
+# --------------------------------------------------------------------------- OS figures
+# The harness runs where /proc may be missing or not what it seems: a chroot without
+# /proc mounted, or qemu-user, which passes the host's /proc/cpuinfo through and fills
+# /proc/self/stat's CPU times with zeros. Figures that cannot be read are None (shown
+# "n/a") with a note in the report, never a traceback or a wrong number.
+EMULATION_ENV = "JAXRL_LITE_EMULATION"
+
+
+def emulation() -> str | None:
+    """'qemu-user' (or $JAXRL_LITE_EMULATION) when this process runs under a user-mode
+    emulator, else None: the kernel has a qemu binfmt handler for this very
+    architecture, which a native kernel never needs."""
+    if os.environ.get(EMULATION_ENV):
+        return os.environ[EMULATION_ENV]
+    try:
+        with open(f"/proc/sys/fs/binfmt_misc/qemu-{platform.machine()}") as f:
+            return "qemu-user" if f.readline().strip() == "enabled" else None
+    except OSError:
+        return None
+
+
+def rss_mb_now() -> float:
+    """Resident set size of this process, MiB; NaN when the OS does not expose it."""
+    import psutil
+    try:
+        return psutil.Process().memory_info().rss / 2**20
+    except (OSError, psutil.Error):
+        return float("nan")
+
+
+def cpu_seconds() -> float | None:
+    """User + system CPU seconds of this process (all threads) so far; None when unreadable.
+
+    getrusage: microsecond resolution and no /proc needed (psutil's /proc/self/stat
+    counts 10 ms ticks, which reads 0 over a short run, and qemu-user fills it with
+    zeros); psutil where the resource module does not exist (Windows).
+    """
+    try:
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+    except (ImportError, OSError):
+        pass
+    import psutil
+    try:
+        t = psutil.Process().cpu_times()
+    except (OSError, psutil.Error):
+        return None
+    return t.user + t.system
+
+
+def cpu_percent(cpu_s: float | None, wall_s: float) -> float | None:
+    """100 * CPU seconds / wall seconds over a measured loop; None when not measurable.
+
+    Zero CPU over a loop that ran Python for ``wall_s`` is impossible, so it means
+    the OS reported nothing: None, shown as "n/a".
+    """
+    if cpu_s is None or wall_s <= 0 or cpu_s <= 0:
+        return None
+    return 100.0 * cpu_s / wall_s
+
+
+def os_figure_notes() -> list[str]:
+    """Notes for the report on figures this machine cannot provide or that mislead."""
+    notes = []
+    emu = emulation()
+    if emu:
+        notes.append(f"Running under emulation ({emu}): latency, env-step time and CPU % "
+                     f"measure the emulator, not the target CPU, and are not meaningful; RSS "
+                     f"includes the emulator's own memory. Returns and actions are meaningful.")
+    missing = [p for p in ("/proc/self/statm", "/proc/meminfo", "/proc/cpuinfo")
+               if not os.access(p, os.R_OK)]
+    if missing:
+        notes.append(f"{', '.join(missing)} not readable (is /proc mounted?): the figures "
+                     f"that need them (RSS, total memory, CPU model) read n/a.")
+    if not cpu_seconds():
+        notes.append("this OS reports no CPU time for the process: CPU % reads n/a.")
+    return notes
 
 
 def _cpu_model() -> str:
@@ -223,11 +304,20 @@ def machine_description(constraints: dict | None = None) -> dict:
     """CPU model, cores, memory, OS, Python and runtime versions (+ constraints)."""
     import psutil
 
+    def figure(fn):
+        try:
+            return fn()
+        except (OSError, psutil.Error, ValueError, RuntimeError):
+            return None
+
+    memory = figure(lambda: psutil.virtual_memory().total)
+    emu = emulation()
     desc = {
-        "cpu_model": _cpu_model(),
-        "cpu_count_logical": psutil.cpu_count(logical=True),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+        "cpu_model": _cpu_model() + (f" (under {emu})" if emu else ""),
+        "cpu_count_logical": figure(lambda: psutil.cpu_count(logical=True)) or os.cpu_count(),
+        "cpu_count_physical": figure(lambda: psutil.cpu_count(logical=False)),
+        "memory_total_mb": None if memory is None else round(memory / 2**20),
+        "emulation": emu,
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": platform.python_version(),

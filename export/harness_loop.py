@@ -26,8 +26,8 @@ import time
 from typing import Callable
 
 import numpy as np
-import psutil
 
+from export import harness_common as hc
 from export.harness_common import BudgetExceeded, machine_description
 
 ENV_ID = "Ant-v5"
@@ -35,8 +35,8 @@ _BUDGET_CHECK_EVERY = 256  # steps between peak-RSS checks against the budget
 
 
 def rss_mb() -> float:
-    """Current resident set size of this process, MiB."""
-    return psutil.Process().memory_info().rss / 2**20
+    """Current resident set size of this process, MiB (NaN where the OS hides it)."""
+    return hc.rss_mb_now()
 
 
 def peak_rss_mb() -> float:
@@ -118,8 +118,7 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
     isfinite = np.isfinite
     env_ns = loop_ns = reset_ns = 0
     k = 0
-    proc = psutil.Process()
-    cpu0, wall0 = proc.cpu_times(), time.perf_counter()
+    cpu0, wall0 = hc.cpu_seconds(), time.perf_counter()
     for i in range(episodes):
         t_reset = pc()
         obs, _ = env.reset(seed=seed + i)
@@ -157,8 +156,8 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         bad_obs_eps.append(bad_obs)
         bad_act_eps.append(bad_act)
     wall = time.perf_counter() - wall0
-    cpu1 = proc.cpu_times()
-    cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    cpu1 = hc.cpu_seconds()
+    cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
     lat_us = lat[:k] / 1e3
     invoke_ns = int(lat[:k].sum())
@@ -186,7 +185,7 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         "harness_overhead_us_per_step": overhead_ns / steps / 1e3,
         "harness_overhead_fraction": overhead_ns / max(loop_ns, 1),
         "reset_us_mean": reset_ns / max(episodes, 1) / 1e3,
-        "cpu_percent_mean": 100.0 * cpu_s / wall if wall > 0 else float("nan"),
+        "cpu_percent_mean": hc.cpu_percent(cpu_s, wall),  # None: not measurable here
         "wall_s": wall,
     }
 

@@ -66,6 +66,8 @@ def _cell(row: dict, header: str, key, fmt) -> str:
             return "–"
         return (f"{row['harness_overhead_us_per_step']:.1f} "
                 f"({100 * row['harness_overhead_fraction']:.1f}%)")
+    if key == "cpu_percent_mean" and row.get(key) is None and "steps_total" in row:
+        return "n/a"  # measured run, but this OS gives no CPU time (see the notes)
     return _fmt(fmt, row.get(key))
 
 
@@ -88,7 +90,7 @@ def markdown_table(rows: list[dict], machine: dict | None = None) -> str:
     if machine:
         prof = machine.get("profile")
         desc = (f"\nMachine: {machine.get('cpu_model')}, {machine.get('cpu_count_logical')} "
-                f"logical CPUs, {machine.get('memory_total_mb')} MB RAM, Python "
+                f"logical CPUs, {machine.get('memory_total_mb') or 'n/a'} MB RAM, Python "
                 f"{machine.get('python')}, LiteRT {machine.get('litert_version')}; "
                 f"CPUs {machine.get('cpus')}, {machine.get('threads')} thread(s)")
         if prof:

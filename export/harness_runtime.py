@@ -38,14 +38,25 @@ def read_model_bytes(path: str) -> bytes:
 
 
 def parse_c_array(path: str) -> bytes:
-    """Bytes of the first ``{0x.., ...}`` initialiser in a C/C++ source file."""
+    """Bytes of the first ``NAME[] = {0x.., ...}`` initialiser in a C/C++ source file.
+
+    When the file also defines ``NAME_len = N;`` (as export/micro.py writes it),
+    N must equal the number of bytes read: a truncated or edited array is an
+    error, not a silently different model.
+    """
     with open(path, "r", errors="replace") as f:
         text = f.read()
     m = re.search(r"\{([^{}]*)\}", text)
     values = re.findall(r"0[xX][0-9a-fA-F]+|\b\d+\b", m.group(1)) if m else []
     if not values:
         raise HarnessError(f"{path} holds no C byte array")
-    return bytes(int(v, 0) & 0xFF for v in values)
+    data = bytes(int(v, 0) & 0xFF for v in values)
+    name = re.search(r"(\w+)\s*\[[^\]]*\]\s*=\s*$", text[:m.start()])
+    length = re.search(rf"\b{name.group(1)}_len\s*=\s*(\d+)\s*;", text) if name else None
+    if length and int(length.group(1)) != len(data):
+        raise HarnessError(f"{path}: {name.group(1)}_len = {length.group(1)} but the array "
+                           f"holds {len(data)} bytes (a truncated or edited file; export again)")
+    return data
 
 
 def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:

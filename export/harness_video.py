@@ -34,19 +34,13 @@ GL_HELP = ("install a headless GL backend: EGL (Debian: libegl1 libegl-mesa0, MU
 
 def _policy():
     from export import harness_runtime
+    from export.harness_manifest import arena_bytes, entry_for
     data = harness_runtime.read_model_bytes(_MODEL.value)
     if _RUNTIME.value == "tflm":
-        import json
-        quant, arena = {}, None
-        if _MANIFEST.value and os.path.isfile(_MANIFEST.value):
-            with open(_MANIFEST.value) as f:
-                man = json.load(f)
-            for entry in man.get("variants", {}).values():
-                if os.path.basename(str(entry.get("file", ""))) == os.path.basename(_MODEL.value):
-                    quant = harness_runtime.micro_quantization(entry)
-                    arena = (entry.get("tensor_arena_bytes_recommended")
-                             or 2 * (entry.get("tensor_arena_bytes") or 0) or None)
-        return harness_runtime.TFLMPolicy(data, quant, arena, _MODEL.value)
+        _, entry = entry_for(_MODEL.value, _MANIFEST.value)
+        entry = entry or {}
+        return harness_runtime.TFLMPolicy(data, harness_runtime.micro_quantization(entry),
+                                          arena_bytes(entry), _MODEL.value)
     return harness_runtime.LiteRTPolicy(data, 1, _MODEL.value)
 
 

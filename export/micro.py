@@ -17,6 +17,10 @@ import os
 
 import numpy as np
 
+# The one C-array reader (TensorFlow-free, so the Pi harness shares it); convert.py
+# uses it to check that the written .cc round-trips to the model bytes.
+from export.harness_runtime import parse_c_array  # noqa: F401
+
 ARRAY_NAME = "g_actor_model"
 ALIGNMENT = 16
 # The arena must hold the tensors plus TFLM's per-op bookkeeping; this many bytes
@@ -216,19 +220,6 @@ const unsigned int {ARRAY_NAME}_len = {len(model)};
     with open(cc_path, "w") as f:
         f.write(source)
     return h_path, cc_path
-
-
-def parse_c_array(cc_path: str) -> bytes:
-    """The bytes of the array in a generated .cc (to check the file round-trips)."""
-    import re
-    text = open(cc_path).read()
-    start = text.index("{", text.index(ARRAY_NAME)) + 1
-    end = text.index("};", start)
-    data = bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", text[start:end]))
-    length = int(re.search(rf"{ARRAY_NAME}_len = (\d+);", text).group(1))
-    if length != len(data):
-        raise MicroError(f"{cc_path}: length {length} != {len(data)} array bytes")
-    return data
 
 
 if __name__ == "__main__":
