@@ -21,10 +21,27 @@ import os
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX=2 would (a value the user set wins).
+
+    glibc gives new threads their own arenas; orbax starts threads at every save, so a
+    long run's RSS creeps up without a leak (WORKSPACE.md, "Soak"). Done before JAX and
+    orbax start any thread; a no-op off glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
 import dataclasses  # noqa: E402
 import logging as pylogging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+
+_limit_malloc_arenas()
 import threading  # noqa: E402
 import typing  # noqa: E402
 
