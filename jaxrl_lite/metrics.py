@@ -30,7 +30,11 @@ def _clean(v):
 
 def read(run_dir: str) -> list[dict]:
     """All records of ``run_dir/metrics.jsonl`` (skips a torn last line)."""
-    path = os.path.join(run_dir, METRICS_FILE)
+    return read_jsonl(os.path.join(run_dir, METRICS_FILE))
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Records of a JSON-lines file up to its first torn line; [] if it does not exist."""
     if not os.path.exists(path):
         return []
     out = []

@@ -23,7 +23,7 @@ import json
 import os
 import typing
 
-from jaxrl_lite import agents, checkpoint
+from jaxrl_lite import agents, checkpoint, metrics
 
 CONFIG_FILE = "config.json"
 RUNTIME_FILE = "runtime.jsonl"
@@ -143,24 +143,12 @@ def _first_difference(saved: dict, now: dict, out_dir: str) -> str | None:
     return None
 
 
-def _read_json_lines(path: str) -> list[dict]:
-    out = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-    return out
-
-
 def _check_nothing_lost(config: TrainConfig) -> None:
     """A run without checkpoints may start over only if it never had one."""
-    records = _read_json_lines(os.path.join(config.out_dir, METRICS_FILE))
+    records = metrics.read_jsonl(os.path.join(config.out_dir, METRICS_FILE))
     last = max((r.get("step", 0) for r in records), default=0)
     resumed = any(r.get("resumed_from_step") is not None
-                  for r in _read_json_lines(os.path.join(config.out_dir, RUNTIME_FILE)))
+                  for r in metrics.read_jsonl(os.path.join(config.out_dir, RUNTIME_FILE)))
     if last >= config.checkpoint_every_steps or resumed:
         raise ConfigError(
             f"--out_dir={config.out_dir} has no checkpoint but its {METRICS_FILE} reaches step "
