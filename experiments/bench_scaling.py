@@ -6,7 +6,7 @@
 Each device count runs in its own subprocess (on a CPU-only machine with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, so N host "devices"
 share the machine's cores; on a GPU machine the first N GPUs). Each child
-builds the agent with ``jaxrl_lite.distributed`` (env batch sharded over a
+builds the agent with ``jaxrl_lite.sharding`` (env batch sharded over a
 1-D mesh, parameters replicated), compiles, runs one warm-up iteration, then
 times ``--iterations`` iterations. Reported per device count: global num_envs,
 env steps/s, speedup over the smallest device count and efficiency =
@@ -88,7 +88,7 @@ def measure(devices: int) -> dict:
     """One device count, in this process (the child)."""
     import jax
 
-    from jaxrl_lite import agents, distributed, envs
+    from jaxrl_lite import agents, envs, sharding
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
@@ -98,16 +98,16 @@ def measure(devices: int) -> dict:
     num_envs = _global_envs(devices)
     config = agent.Config(**{**_overrides(agent, _SET.value), "num_envs": num_envs})
     config.validate()
-    mesh = distributed.make_mesh(devices, num_envs=num_envs)
+    mesh = sharding.make_mesh(devices, num_envs=num_envs)
     env = envs.make(_ENV.value, backend=_BACKEND.value, num_envs=num_envs, auto_reset=True)
     key = jax.random.PRNGKey(0)
     t0 = time.perf_counter()
-    state, shardings = distributed.sharded_init(lambda: agent.init(config, env, key), mesh,
+    state, shardings = sharding.sharded_init(lambda: agent.init(config, env, key), mesh,
                                                 num_envs)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    step = distributed.data_parallel(agent.make_train_iteration(config, env), shardings,
+    step = sharding.data_parallel(agent.make_train_iteration(config, env), shardings,
                                      donate=True).lower(state).compile()
     compile_s = time.perf_counter() - t0
     state, m = step(state)  # warm-up

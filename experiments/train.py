@@ -54,43 +54,9 @@ from jaxrl_lite.run_config import EXIT_BAD_INPUT, ConfigError, TrainConfig  # no
 # ----------------------------------------------------------------------------
 # Flags
 # ----------------------------------------------------------------------------
-_ALGO = flags.DEFINE_string("algo", "ppo", "Algorithm: " + " | ".join(agents.names()) + ".")
-_ENV = flags.DEFINE_string("env", "Ant-v5", "Environment name (jaxrl_lite.envs registry).")
-_BACKEND = flags.DEFINE_string("backend", "auto", "Physics backend: auto | mjx | mujoco.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed (params, env resets, sampling).")
-_OUT = flags.DEFINE_string("out_dir", None, "Run directory (created; must not hold another run).")
-_RESUME = flags.DEFINE_boolean("resume", False, "Continue the run in out_dir from its newest "
-                               "checkpoint (flags must match its config.json).")
-_RESUME_STEP = flags.DEFINE_integer(
-    "resume_step", 0, "With --resume: continue from the checkpoint of this env step instead "
-    "of the newest (newer ones are moved to out_dir/discarded_checkpoints/); 0 = newest.")
-_CKPT_EVERY = flags.DEFINE_integer("checkpoint_every_steps", 1_000_000,
-                                   "Env steps between checkpoints (rounded to iterations).")
-_KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept (newest K).")
-_LOG_EVERY = flags.DEFINE_integer("log_every_steps", 100_000,
-                                  "Env steps between metrics records (rounded to iterations).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every_steps", 1_000_000,
-                                   "Env steps between deterministic evaluations; 0 = only at "
-                                   "the end.")
-_EVAL_ENVS = flags.DEFINE_integer("eval_envs", 8, "Episodes per evaluation (one per eval env).")
-_STOP_AFTER = flags.DEFINE_integer(
-    "stop_after_steps", 0, "Stop early (with a checkpoint) at the first checkpoint boundary at "
-    "or after this many env steps; 0 = train to total_steps. Resume later with --resume.")
-_MAX_WALL = flags.DEFINE_float(
-    "max_wall_s", 0.0, "Wall-time budget in seconds (0 = none): at the first log record past "
-    "it, evaluate, checkpoint and stop (resumable; the schedule still spans total_steps).")
-_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a rich progress bar (on a terminal).")
-_TENSORBOARD = flags.DEFINE_boolean(
-    "tensorboard", False, "Also write metrics.jsonl's scalars as TensorBoard event files in "
-    "out_dir/tensorboard/ (needs tensorflow; metrics.jsonl stays the record).")
-_PLOT_EVERY = flags.DEFINE_float("plot_every_s", 20.0, "Seconds between learning-curve redraws.")
-_NUM_DEVICES = flags.DEFINE_integer(
-    "num_devices", 0, "Devices to shard the env batch over (0 = all, of all processes); "
-    "--num_envs is the global batch and must divide by it.")
 _COORD = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0's coordinator "
     "(jax.distributed); unset = one process.")
-_NPROC = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "Multi-host: this process's index in "
                             "[0, num_processes).")
 _DIST_TIMEOUT = flags.DEFINE_float("distributed_timeout_s", 120.0, "Multi-host: seconds to "
@@ -108,6 +74,29 @@ def _loadable_agents() -> dict:
 
 
 _AGENT_MODULES = _loadable_agents()
+
+
+def _define_flag(name: str, ftype: type, default, help_text: str) -> None:
+    if ftype is bool:
+        flags.DEFINE_boolean(name, default, help_text)
+    elif ftype is int:
+        flags.DEFINE_integer(name, default, help_text)
+    elif ftype is float:
+        flags.DEFINE_float(name, default, help_text)
+    elif ftype is str:
+        flags.DEFINE_string(name, default, help_text)
+    else:  # tuple[int, ...]
+        flags.DEFINE_list(name, None if default is None else [str(x) for x in default],
+                          help_text + " (comma-separated integers)")
+
+
+def _define_run_flags() -> None:
+    """One flag per TrainConfig field (its help text is the field's metadata)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "agent_config":
+            default = None if f.name == "out_dir" else f.default  # required flag
+            _define_flag(f.name, hints[f.name], default, f.metadata["help"])
 
 
 def _define_config_flags() -> dict[str, dict[str, dataclasses.Field]]:
@@ -132,20 +121,11 @@ def _define_config_flags() -> dict[str, dict[str, dataclasses.Field]]:
             help_text += "; default: " + ", ".join(f"{a}={d!r}" for a, d in defaults.items())
         if len(per_algo) < len(_AGENT_MODULES):
             help_text += f" [{', '.join(per_algo)} only]"
-        if ftype is bool:
-            flags.DEFINE_boolean(name, default, help_text)
-        elif ftype is int:
-            flags.DEFINE_integer(name, default, help_text)
-        elif ftype is float:
-            flags.DEFINE_float(name, default, help_text)
-        elif ftype is str:
-            flags.DEFINE_string(name, default, help_text)
-        else:  # tuple[int, ...]
-            flags.DEFINE_list(name, None if default is None else [str(x) for x in default],
-                              help_text + " (comma-separated integers)")
+        _define_flag(name, ftype, default, help_text)
     return by_name
 
 
+_define_run_flags()
 _CONFIG_FIELDS = _define_config_flags()
 FLAGS = flags.FLAGS
 
@@ -160,7 +140,7 @@ def _tuple_of_ints(name: str, value) -> tuple[int, ...]:
 def config_from_flags() -> TrainConfig:
     """The flags as a TrainConfig (agent flags resolved); raises ConfigError for
     flags that do not apply. Field checks: ``run_config.validate`` (in train)."""
-    algo = _ALGO.value
+    algo = FLAGS.algo
     if algo not in agents.names():
         raise ConfigError(f"unknown --algo={algo!r}; valid algos: {', '.join(agents.names())}")
     if algo not in _AGENT_MODULES:
@@ -241,19 +221,19 @@ def parse_flags(argv):
 
 def initialize_distributed() -> None:
     """jax.distributed start-up from the multi-host flags (no-op for one process)."""
-    from jaxrl_lite import distributed
-    if _COORD.value is not None or _NPROC.value != 1:
-        distributed.initialize(_COORD.value, _NPROC.value, _PID.value,
+    from jaxrl_lite import multihost
+    if _COORD.value is not None or FLAGS.num_processes != 1:
+        multihost.initialize(_COORD.value, FLAGS.num_processes, _PID.value,
                                timeout_s=_DIST_TIMEOUT.value)
 
 
 def run_cli(config_check=None) -> dict:
     """Flags -> config -> train, every error as one line; ``config_check(config)``
     may add caller-specific checks (raise ConfigError). Returns the summary."""
-    from jaxrl_lite import distributed, trainer
+    from jaxrl_lite import multihost, trainer
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
     _one_line_background_errors()
-    out_dir = _OUT.value
+    out_dir = FLAGS.out_dir
     try:
         initialize_distributed()
         config = config_from_flags()
@@ -262,10 +242,10 @@ def run_cli(config_check=None) -> dict:
         plan = trainer.prepare(config)
         return trainer.train(plan)
     except trainer.PeerLost as e:
-        distributed.exit_now(str(e), e.exit_code)
+        multihost.exit_now(str(e), e.exit_code)
     except trainer.TrainingError as e:
         fail(str(e), e.exit_code)
-    except (ValueError, distributed.DistributedError) as e:
+    except (ValueError, multihost.DistributedError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; checkpoints in {os.path.abspath(out_dir or '.')}/checkpoints are "
@@ -278,7 +258,7 @@ def main(argv):
     summary = run_cli()
     logging.info("%s: %d env steps in %.1f s (compile %.1f s); run dir %s", summary["exit"],
                  summary["env_steps"], summary["wall_s"], summary["compile_s"],
-                 os.path.abspath(_OUT.value))
+                 os.path.abspath(FLAGS.out_dir))
 
 
 if __name__ == "__main__":

@@ -49,32 +49,51 @@ class ConfigError(TrainingError, ValueError):
     exit_code = EXIT_BAD_INPUT
 
 
+_flag = agents.flag_field
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """One run. Step counts are env steps (rounded up to whole iterations).
 
-    ``agent_config`` is the algorithm's ``Config`` (None: its defaults).
+    Every field but ``agent_config`` is also a flag of ``experiments/train.py``
+    (its help text is the field's). ``agent_config`` is the algorithm's
+    ``Config`` (None: its defaults).
     """
 
-    out_dir: str = ""
-    algo: str = "ppo"
-    env: str = "Ant-v5"
-    backend: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    resume_step: int = 0          # 0 = the newest checkpoint
-    checkpoint_every_steps: int = 1_000_000
-    keep_checkpoints: int = 3
-    log_every_steps: int = 100_000
-    eval_every_steps: int = 1_000_000   # 0 = only at the end
-    eval_envs: int = 8
-    stop_after_steps: int = 0     # 0 = train to total_steps
-    max_wall_s: float = 0.0       # 0 = no budget
-    progress: bool = True
-    plot_every_s: float = 20.0
-    num_devices: int = 0          # 0 = every device of every process
-    num_processes: int = 1
-    tensorboard: bool = False     # also write TensorBoard event files (needs tensorflow)
+    out_dir: str = _flag("", "Run directory (created; must not hold another run).")
+    algo: str = _flag("ppo", "Algorithm: " + " | ".join(agents.names()) + ".")
+    env: str = _flag("Ant-v5", "Environment name (jaxrl_lite.envs registry).")
+    backend: str = _flag("auto", "Physics backend: auto | mjx | mujoco.")
+    seed: int = _flag(0, "Random seed (params, env resets, sampling).")
+    resume: bool = _flag(False, "Continue the run in out_dir from its newest checkpoint "
+                         "(flags must match its config.json).")
+    resume_step: int = _flag(0, "With --resume: continue from the checkpoint of this env step "
+                             "instead of the newest (newer ones are moved to "
+                             "out_dir/discarded_checkpoints/); 0 = newest.")
+    checkpoint_every_steps: int = _flag(1_000_000, "Env steps between checkpoints (rounded "
+                                        "to iterations).")
+    keep_checkpoints: int = _flag(3, "Checkpoints kept (newest K).")
+    log_every_steps: int = _flag(100_000, "Env steps between metrics records (rounded to "
+                                 "iterations).")
+    eval_every_steps: int = _flag(1_000_000, "Env steps between deterministic evaluations; "
+                                  "0 = only at the end.")
+    eval_envs: int = _flag(8, "Episodes per evaluation (one per eval env).")
+    stop_after_steps: int = _flag(0, "Stop early (with a checkpoint) at the first checkpoint "
+                                  "boundary at or after this many env steps; 0 = train to "
+                                  "total_steps. Resume later with --resume.")
+    max_wall_s: float = _flag(0.0, "Wall-time budget in seconds (0 = none): at the first log "
+                              "record past it, evaluate, checkpoint and stop (resumable; the "
+                              "schedule still spans total_steps).")
+    progress: bool = _flag(True, "Show a rich progress bar (on a terminal).")
+    plot_every_s: float = _flag(20.0, "Seconds between learning-curve redraws.")
+    num_devices: int = _flag(0, "Devices to shard the env batch over (0 = all, of all "
+                             "processes); --num_envs is the global batch and must divide by "
+                             "it.")
+    num_processes: int = _flag(1, "Multi-host: number of processes.")
+    tensorboard: bool = _flag(False, "Also write metrics.jsonl's scalars as TensorBoard event "
+                              "files in out_dir/tensorboard/ (needs tensorflow; "
+                              "metrics.jsonl stays the record).")
     agent_config: typing.Any = None
 
     def to_json(self) -> dict:

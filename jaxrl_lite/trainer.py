@@ -20,7 +20,7 @@ parameter; the checkpoints on disk are the last good ones) and
 :class:`OutputError` (4: a checkpoint or metrics write failed, e.g. out of
 disk; the previous checkpoint and ``metrics.jsonl`` stay consistent).
 
-Multi-process runs call ``distributed.initialize`` first (the CLI does); every
+Multi-process runs call ``multihost.initialize`` first (the CLI does); every
 process then calls ``train`` with the same config.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ class OutputError(TrainingError):
 
 class PeerLost(TrainingError):
     """Multi-process run: a collective failed, typically because another process
-    died (exit status 5). Exit with ``distributed.exit_now``: a normal exit would
+    died (exit status 5). Exit with ``multihost.exit_now``: a normal exit would
     wait in jax's shutdown barrier for the process that is gone."""
 
     exit_code = 5
@@ -83,19 +83,19 @@ class Plan:
 def prepare(config: TrainConfig) -> Plan:
     """Validate ``config`` and its out_dir on every process (nothing is written);
     raises ConfigError. ``train`` calls it; callers may call it early."""
-    from jaxrl_lite import distributed
+    from jaxrl_lite import multihost, sharding
 
     config = validate(config)
     try:
-        distributed.check_consistent(config.to_json())
+        multihost.check_consistent(config.to_json())
         # Device count and batch divisibility, checked before anything is written.
-        distributed.make_mesh(config.num_devices or None, num_envs=config.agent_config.num_envs)
-    except (ValueError, distributed.DistributedError) as e:
+        sharding.make_mesh(config.num_devices or None, num_envs=config.agent_config.num_envs)
+    except (ValueError, multihost.DistributedError) as e:
         raise ConfigError(str(e)) from None
     start, step = plan_out_dir(config)
     newer = tuple(s for s in checkpoint.list_steps(config.out_dir)
                   if step is not None and s > step)
-    distributed.barrier("out_dir-checked")  # before process 0 writes anything
+    multihost.barrier("out_dir-checked")  # before process 0 writes anything
     return Plan(config, start, step, newer)
 
 
@@ -200,10 +200,10 @@ def _writes(what: str, out_dir: str, kept: Callable[[], int | None]):
 def _set_aside_newer(plan: Plan) -> None:
     """Resuming from an older checkpoint: process 0 moves the newer steps to
     discarded_checkpoints/ (kept for inspection, out of orbax's way)."""
-    from jaxrl_lite import distributed
+    from jaxrl_lite import multihost
 
     out = plan.config.out_dir
-    if plan.set_aside and distributed.is_primary():
+    if plan.set_aside and multihost.is_primary():
         dest = os.path.join(out, DISCARDED_SUBDIR, time.strftime("%Y%m%d-%H%M%S"))
         os.makedirs(dest, exist_ok=True)
         for s in plan.set_aside:
@@ -211,7 +211,7 @@ def _set_aside_newer(plan: Plan) -> None:
                         os.path.join(dest, str(s)))
         logging.warning("resuming from step %d: newer checkpoints %s moved to %s",
                         plan.resume_from, list(plan.set_aside), dest)
-    distributed.barrier("newer-checkpoints-set-aside")
+    multihost.barrier("newer-checkpoints-set-aside")
 
 
 @dataclasses.dataclass
@@ -240,12 +240,12 @@ class _Run:
 def _build(config: TrainConfig) -> _Run:
     import jax
 
-    from jaxrl_lite import distributed, envs
+    from jaxrl_lite import envs, sharding
 
     mod = agents.get(config.algo)
     ac = config.agent_config
-    mesh = distributed.make_mesh(config.num_devices or None, num_envs=ac.num_envs)
-    env = distributed.shard_env(
+    mesh = sharding.make_mesh(config.num_devices or None, num_envs=ac.num_envs)
+    env = sharding.shard_env(
         envs.make(config.env, backend=config.backend, num_envs=ac.num_envs, auto_reset=True),
         mesh)
     eval_env = envs.make(config.env, backend=config.backend, num_envs=config.eval_envs,
@@ -275,12 +275,12 @@ def _initial_state(run: _Run, plan: Plan, ckpt: checkpoint.Checkpointer):
     """-> (train state, start iteration, resumed-from step or None, wall_s so far)."""
     import jax
 
-    from jaxrl_lite import distributed
+    from jaxrl_lite import sharding
 
     mod, ac = run.mod, run.agent_config
 
     def init_fn():  # the train state built directly in its sharded layout
-        return distributed.sharded_init(lambda: mod.init(ac, run.env, run.init_key), run.mesh,
+        return sharding.sharded_init(lambda: mod.init(ac, run.env, run.init_key), run.mesh,
                                         ac.num_envs)[0]
 
     if plan.start != "resume":
@@ -290,8 +290,8 @@ def _initial_state(run: _Run, plan: Plan, ckpt: checkpoint.Checkpointer):
         return init_fn(), 0, None, 0.0
     shapes = jax.eval_shape(lambda: agents.checkpoint_state(
         mod, ac, mod.init(ac, run.env, run.init_key)))
-    template = distributed.abstract_state(  # each process reads its own shards
-        shapes, distributed.state_shardings(shapes, run.mesh, ac.num_envs))
+    template = sharding.abstract_state(  # each process reads its own shards
+        shapes, sharding.state_shardings(shapes, run.mesh, ac.num_envs))
     try:
         with _quiet_orbax():
             restored, meta = ckpt.restore(template, plan.resume_from)
@@ -320,7 +320,7 @@ def train(config: TrainConfig | Plan,
     config = plan.config
     import jax
 
-    from jaxrl_lite import distributed
+    from jaxrl_lite import multihost
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
@@ -328,10 +328,10 @@ def train(config: TrainConfig | Plan,
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     run = _build(config)
     _set_aside_newer(plan)
-    if distributed.is_primary() and plan.start != "resume":
+    if multihost.is_primary() and plan.start != "resume":
         with _writes(CONFIG_FILE, config.out_dir, lambda: None):
             _write_config(config)
-    distributed.barrier("config-written")
+    multihost.barrier("config-written")
     with _quiet_orbax():
         ckpt = checkpoint.Checkpointer(config.out_dir, max_to_keep=config.keep_checkpoints)
     # float32 matmuls everywhere (TF32 on some GPUs otherwise), as the CLI sets it.
@@ -344,7 +344,7 @@ def train(config: TrainConfig | Plan,
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise
-        raise PeerLost(distributed.peer_lost_message(jax.process_index(), str(e))) from None
+        raise PeerLost(multihost.peer_lost_message(jax.process_index(), str(e))) from None
     finally:
         with _quiet_orbax():
             ckpt.close()
@@ -356,7 +356,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrl_lite import distributed, envs, evaluation, metrics, progress
+    from jaxrl_lite import envs, evaluation, metrics, multihost, progress, sharding
 
     config, mod, ac = run.config, run.mod, run.agent_config
     steps_per_iter, total_iters, stop_it = run.steps_per_iter, run.total_iters, run.stop_it
@@ -365,13 +365,13 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         fault_kill = faults.kill_point()
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    primary = distributed.is_primary()
+    primary = multihost.is_primary()
     info = _runtime_info(config, resumed_from)
     logging.info("JAX %s on %s; algo=%s env=%s backend=%s (%s); %d env steps/iteration, "
                  "%d iterations", info["jax"], info["devices"], config.algo, config.env,
                  config.backend, envs.resolve_backend(config.backend), steps_per_iter,
                  total_iters)
-    info["mesh"] = distributed.describe(run.mesh)
+    info["mesh"] = sharding.describe(run.mesh)
     out_dir = config.out_dir
     writing = lambda what: _writes(what, out_dir, ckpt.latest_step)  # noqa: E731
     with writing(metrics.METRICS_FILE):
@@ -385,8 +385,8 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
         with writing(metrics.TENSORBOARD_SUBDIR):
             writer.start_tensorboard()
 
-    shardings = distributed.state_shardings(state, run.mesh, ac.num_envs)
-    train_iteration = distributed.data_parallel(mod.make_train_iteration(ac, run.env),
+    shardings = sharding.state_shardings(state, run.mesh, ac.num_envs)
+    train_iteration = sharding.data_parallel(mod.make_train_iteration(ac, run.env),
                                                 shardings, donate=True)
     t0 = time.perf_counter()
     train_iteration = train_iteration.lower(state).compile()
@@ -404,7 +404,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
     t0 = time.perf_counter()
     policy_finite = jax.jit(policy_finite).lower(state).compile()
     # The evaluator runs on each process's own first device from host copies.
-    actor0, norm0 = distributed.to_host(mod.policy_parts(ac, state)[1:])
+    actor0, norm0 = sharding.to_host(mod.policy_parts(ac, state)[1:])
     evaluator = evaluation.make_evaluator(run.eval_env, spec).lower(
         actor0, norm0, run.eval_key).compile()
     info["eval_compile_s"] = round(time.perf_counter() - t0, 3)
@@ -414,7 +414,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
 
     def save(it, ts, wall_s):  # every process: orbax writes each one's shards
         # numpy policy: written once, loadable by export's single-process load_policy
-        actor, norm = distributed.to_host(mod.policy_parts(ac, ts)[1:])
+        actor, norm = sharding.to_host(mod.policy_parts(ac, ts)[1:])
         step = it * steps_per_iter
         if fault_kill == ("save", step):
             faults.kill_when_saving(ckpt.directory, step)
@@ -453,7 +453,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
                 wall_offset + time.perf_counter() - t_run >= config.max_wall_s)
             if out_of_time:
                 is_ckpt = is_eval = True
-            host = [_host_scalars(x) for x in distributed.to_host(pending)]
+            host = [_host_scalars(x) for x in sharding.to_host(pending)]
             ok = bool(policy_finite(state))
             train_time += time.perf_counter() - t_it
             record = {"step": it * steps_per_iter, "iteration": it}
@@ -479,7 +479,7 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
                 record["episode_return_mean"] = None
                 record["episode_length_mean"] = None
             if is_eval:
-                actor, norm = distributed.to_host(mod.policy_parts(ac, state)[1:])
+                actor, norm = sharding.to_host(mod.policy_parts(ac, state)[1:])
                 record.update(_host_scalars(evaluator(actor, norm,
                                                       jax.random.fold_in(run.eval_key, it))))
             record["wall_s"] = wall_offset + time.perf_counter() - t_run

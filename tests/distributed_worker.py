@@ -4,7 +4,7 @@
         --num_processes=2 --process_id=I --out_dir=DIR [--algo=ppo] [--num_envs=8] \
         [--iterations=3] [--resume]
 
-Trains ``--algo`` on ``--env`` (PointMass-v0) with jaxrl_lite.distributed over every
+Trains ``--algo`` on ``--env`` (PointMass-v0) with jaxrl_lite.sharding over every
 device of every process, saves one checkpoint (all processes take part; orbax
 writes each process's shards), and process 0 alone writes ``result.json``
 (per-iteration losses). With ``--resume`` it first restores the newest
@@ -58,65 +58,65 @@ def main(argv):
     del argv
     import jax
 
-    from jaxrl_lite import distributed as dist
+    from jaxrl_lite import multihost, sharding
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
-        dist.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+        multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)
         settings = {k: FLAGS[k].value for k in (
             "num_processes", "out_dir", "algo", "env", "backend", "num_envs", "num_devices",
             "iterations", "seed", "hidden", "resume")}
-        dist.check_consistent(settings, timeout_s=FLAGS.timeout_s)
+        multihost.check_consistent(settings, timeout_s=FLAGS.timeout_s)
         from jaxrl_lite import agents, checkpoint, envs
         agent = agents.get(FLAGS.algo)
         config = small_config(agent, FLAGS.algo, FLAGS.num_envs, FLAGS.hidden)
         config.validate()
-        mesh = dist.make_mesh(FLAGS.num_devices or None, num_envs=config.num_envs)
-        dist.barrier("flags-checked")  # e.g. all check out_dir before process 0 writes
-    except (ValueError, dist.DistributedError) as e:
+        mesh = sharding.make_mesh(FLAGS.num_devices or None, num_envs=config.num_envs)
+        multihost.barrier("flags-checked")  # e.g. all check out_dir before process 0 writes
+    except (ValueError, multihost.DistributedError) as e:
         sys.stderr.write(f"distributed_worker: error: {e}\n")
         sys.exit(2)
 
     # shard_env: each device (so each process) steps only its own envs' physics.
-    env = dist.shard_env(envs.make(FLAGS.env, backend=FLAGS.backend, num_envs=config.num_envs,
+    env = sharding.shard_env(envs.make(FLAGS.env, backend=FLAGS.backend, num_envs=config.num_envs,
                                    auto_reset=True), mesh)
     key = jax.random.PRNGKey(FLAGS.seed)
-    state, shardings = dist.sharded_init(lambda: agent.init(config, env, key), mesh,
+    state, shardings = sharding.sharded_init(lambda: agent.init(config, env, key), mesh,
                                          config.num_envs)
     ckpt = checkpoint.Checkpointer(FLAGS.out_dir, max_to_keep=2)
     start = 0
     if FLAGS.resume:
-        template = dist.abstract_state(jax.eval_shape(lambda: state), shardings)
+        template = sharding.abstract_state(jax.eval_shape(lambda: state), shardings)
         state, meta = ckpt.restore(template)
         start = int(meta["iteration"])
-    step = dist.data_parallel(agent.make_train_iteration(config, env), shardings, donate=True)
+    step = sharding.data_parallel(agent.make_train_iteration(config, env), shardings, donate=True)
     losses = []
     for _ in range(FLAGS.iterations):
         state, metrics = step(state)
-        host = dist.to_host(metrics)
+        host = sharding.to_host(metrics)
         losses.append({k: float(v) for k, v in host.items() if k.startswith("loss/")})
     it = start + FLAGS.iterations
     spec, actor, norm = agent.policy_parts(config, state)
     # numpy (written once, by process 0) so that export's single-process
     # load_policy can read it; the sharded state keeps its layout for resume.
-    actor, norm = dist.to_host((actor, norm))
+    actor, norm = sharding.to_host((actor, norm))
     spec = dataclasses.replace(spec, env=FLAGS.env)
     steps = it * agent.env_steps_per_iteration(config)
     ckpt.save(steps, state, spec, actor, norm, agent.NAME, extra_meta={"iteration": it})
     ckpt.close()
-    if dist.is_primary():
+    if multihost.is_primary():
         obs = state.env_state.obs
         rows = {}  # process -> env rows it holds (and steps)
         for d, idx in obs.sharding.devices_indices_map(obs.shape).items():
             rows.setdefault(str(d.process_index), []).append(
                 [idx[0].start or 0, idx[0].stop or obs.shape[0]])
         result = {"losses": losses, "iteration": it, "env_steps": steps,
-                  "mesh": dist.describe(mesh), "env_rows": rows,
-                  "norm_count": float(dist.to_host(state.norm.count))}
+                  "mesh": sharding.describe(mesh), "env_rows": rows,
+                  "norm_count": float(sharding.to_host(state.norm.count))}
         with open(os.path.join(FLAGS.out_dir, f"result_{it}.json"), "w") as f:
             json.dump(result, f)
 

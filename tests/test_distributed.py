@@ -1,4 +1,4 @@
-"""Data-parallel training (jaxrl_lite.distributed): sharded == single-device
+"""Data-parallel training (jaxrl_lite.sharding, jaxrl_lite.multihost): sharded == single-device
 math, a real two-process jax.distributed run with checkpoint + resume, and
 one-line errors for bad input.
 
@@ -49,19 +49,19 @@ _COMPARE = textwrap.dedent(f"""
     import jax, numpy as np
     jax.config.update("jax_compilation_cache_dir", os.environ["JAXRL_LITE_JAX_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from jaxrl_lite import agents, distributed as dist, envs
+    from jaxrl_lite import agents, envs, sharding
     from tests.distributed_worker import small_config
 
     def run(algo, num_devices, env_name="PointMass-v0", backend="auto"):
         agent = agents.get(algo)
         config = small_config(agent, algo, {NUM_ENVS})
-        mesh = dist.make_mesh(num_devices, num_envs=config.num_envs)
-        env = dist.shard_env(envs.make(env_name, backend=backend, num_envs=config.num_envs),
+        mesh = sharding.make_mesh(num_devices, num_envs=config.num_envs)
+        env = sharding.shard_env(envs.make(env_name, backend=backend, num_envs=config.num_envs),
                              mesh)
         key = jax.random.PRNGKey(0)
-        state, shardings = dist.sharded_init(lambda: agent.init(config, env, key), mesh,
+        state, shardings = sharding.sharded_init(lambda: agent.init(config, env, key), mesh,
                                              config.num_envs)
-        step = dist.data_parallel(agent.make_train_iteration(config, env), shardings,
+        step = sharding.data_parallel(agent.make_train_iteration(config, env), shardings,
                                   donate=True)
         losses = []
         for _ in range({ITERS}):
@@ -80,9 +80,9 @@ _COMPARE = textwrap.dedent(f"""
         return out
 
     errors = {{}}
-    for name, fn in {{"indivisible": lambda: dist.make_mesh(4, num_envs=6),
-                     "too_many": lambda: dist.make_mesh(8),
-                     "bad_count": lambda: dist.make_mesh(-1)}}.items():
+    for name, fn in {{"indivisible": lambda: sharding.make_mesh(4, num_envs=6),
+                     "too_many": lambda: sharding.make_mesh(8),
+                     "bad_count": lambda: sharding.make_mesh(-1)}}.items():
         try:
             fn()
             errors[name] = None
@@ -90,11 +90,11 @@ _COMPARE = textwrap.dedent(f"""
             errors[name] = str(e)
     result = {{"errors": errors, "devices": len(jax.devices())}}
     # constrain(): a layout hint under data_parallel's mesh, identity elsewhere.
-    mesh4 = dist.make_mesh(4)
+    mesh4 = sharding.make_mesh(4)
     x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
     with jax.set_mesh(mesh4):
-        y = jax.jit(lambda a: dist.constrain({{"a": a * 2.0}}, axis=1))(x)["a"]
-    z = jax.jit(lambda a: dist.constrain(a * 2.0, axis=1))(x)
+        y = jax.jit(lambda a: sharding.constrain({{"a": a * 2.0}}, axis=1))(x)["a"]
+    z = jax.jit(lambda a: sharding.constrain(a * 2.0, axis=1))(x)
     result["constrain"] = {{"spec": list(y.sharding.spec), "equal": bool(np.array_equal(y, z)),
                            "plain_shards": len(z.sharding.device_set)}}
     for algo in ("ppo", "ac"):
@@ -265,17 +265,17 @@ def test_inconsistent_flags_between_processes(tmp_path):
     (("127.0.0.1:1234", 0, 0), "num_processes must be a positive integer"),
 ])
 def test_initialize_rejects_bad_flags_before_connecting(args, message):
-    from jaxrl_lite import distributed
+    from jaxrl_lite import multihost
     with pytest.raises(ValueError) as e:
-        distributed.initialize(*args, timeout_s=1)
+        multihost.initialize(*args, timeout_s=1)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_single_process_is_a_no_op_and_primary():
-    from jaxrl_lite import distributed
-    distributed.initialize("127.0.0.1:1234", 1, 0)
-    assert distributed.is_primary()
-    distributed.check_consistent({"a": 1})
+    from jaxrl_lite import multihost
+    multihost.initialize("127.0.0.1:1234", 1, 0)
+    assert multihost.is_primary()
+    multihost.check_consistent({"a": 1})
 
 
 @pytest.mark.parametrize("args, message", [

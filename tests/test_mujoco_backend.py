@@ -23,7 +23,8 @@ import pytest
 from jaxrl_lite import envs
 from jaxrl_lite.envs import ant
 from jaxrl_lite.envs import mujoco_backend
-from jaxrl_lite.envs.native_physics import check_num_threads, join_f64, split_f64
+from jaxrl_lite.envs.float64_parts import join_f64, split_f64
+from jaxrl_lite.envs.native_physics import check_num_threads
 
 TERMS = ("reward_forward", "reward_ctrl", "reward_contact", "reward_survive",
          "x_velocity", "y_velocity")

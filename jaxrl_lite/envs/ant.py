@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_lite.envs.core import Env
+
 NQ, NV, NU, NBODY = 15, 14, 8, 14
 
 
@@ -282,3 +284,18 @@ def sanitize_ctrl(action):
     """
     xp = _xp(action)
     return xp.where(xp.any(xp.isnan(action)), xp.zeros_like(action), action)
+
+
+class AntEnv(Env):
+    """What every Ant backend shares: sizes come from its :class:`AntConfig`
+    (``self.config``, set by the backend's ``__init__``)."""
+
+    config: AntConfig
+
+    @property
+    def observation_size(self) -> int:
+        return self.config.observation_size
+
+    @property
+    def action_size(self) -> int:
+        return NU

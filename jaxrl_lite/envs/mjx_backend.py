@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_lite.envs import ant
-from jaxrl_lite.envs.core import Env, State, check_state_array
+from jaxrl_lite.envs.core import State, check_state_array
 
 _INFO_KEYS = ("x_position", "y_position", "distance_from_origin", "x_velocity",
               "y_velocity", "reward_forward", "reward_ctrl", "reward_contact",
@@ -126,7 +126,7 @@ DEFAULT_ITERATIONS = 10
 DEFAULT_LS_ITERATIONS = 10
 
 
-class MjxAnt(Env):
+class MjxAnt(ant.AntEnv):
     """Batched gymnasium Ant-v5 on MJX (WORKSPACE.md, "Public interfaces").
 
     Keyword arguments: every gymnasium Ant-v5 keyword plus ``max_episode_steps``
@@ -141,14 +141,6 @@ class MjxAnt(Env):
         self.config = ant.AntConfig.from_kwargs(**kwargs)
         super().__init__(num_envs, auto_reset, self.config.max_episode_steps)
         self._fns = _compiled(self.config)
-
-    @property
-    def observation_size(self) -> int:
-        return self.config.observation_size
-
-    @property
-    def action_size(self) -> int:
-        return ant.NU
 
     def _reset_batch(self, rng):
         qpos, qvel = self._fns.noise(rng)

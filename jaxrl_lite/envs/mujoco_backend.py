@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_lite.envs import ant
-from jaxrl_lite.envs.core import Env, State, check_state_array
+from jaxrl_lite.envs.core import State, check_state_array
 from jaxrl_lite.envs.native_cstep import CBatchStepper, load_library
-from jaxrl_lite.envs.native_physics import (BatchStepper, check_num_threads, join_f64,
-                                             split_f64)
+from jaxrl_lite.envs.float64_parts import join_f64, split_f64
+from jaxrl_lite.envs.native_physics import BatchStepper, check_num_threads
 
 _logged_gpu = False
 
@@ -55,7 +55,7 @@ def _warn_if_accelerator() -> None:
         _logged_gpu = True
 
 
-class NativeAnt(Env):
+class NativeAnt(ant.AntEnv):
     """Batched gymnasium ``Ant-v5`` on native MuJoCo.
 
     num_envs: N parallel envs. num_threads: host threads stepping them
@@ -89,14 +89,6 @@ class NativeAnt(Env):
         self._init_qpos = np.asarray(self.model.qpos0, np.float32)
         self._init_qvel = np.zeros(self.model.nv, np.float32)
         _warn_if_accelerator()
-
-    @property
-    def observation_size(self) -> int:
-        return self.config.observation_size
-
-    @property
-    def action_size(self) -> int:
-        return ant.NU
 
     # -- physics state -------------------------------------------------------
     # physics = {"x64": float32 [N, 3, 45], "fresh": bool [N]}: x64[:, k] is part

@@ -1,11 +1,8 @@
 """The native backend's batched step in C, on ``mujoco.batch``'s thread pool.
 
 A few lines of C, compiled once per machine with the system C compiler
-against the headers and ``libmujoco`` that ship in the ``mujoco`` wheel,
-loaded with ctypes. The shared object is code this process runs, so it is
-cached only in a per-user directory created 0700 (:func:`cache_dir`), named by
-a hash of the source, compiler and flags, and loaded only if it and its
-directory belong to this user and are not writable by group or others.
+against the headers and ``libmujoco`` that ship in the ``mujoco`` wheel, and
+cached privately by :mod:`jaxrl_lite.native_build`.
 ``mjb_apply`` (MuJoCo's batch API, the engine under ``mujoco.batch``) runs the per-simulation function below on its persistent
 thread pool, so one call steps the whole batch with no Python (and no GIL) per
 simulation. Results are bit-identical to the Python pool in
@@ -20,18 +17,14 @@ write qpos, qvel, qacc_warmstart, main-body xy, xy - before, cfrc_ext.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import os
-import shutil
-import stat
-import subprocess
-import tempfile
 import threading
 
 import mujoco
 import numpy as np
 
+from jaxrl_lite import native_build
 from jaxrl_lite.envs.native_physics import StepResult, check_num_threads
 
 _SOURCE = r"""
@@ -127,13 +120,6 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def cache_dir() -> str:
-    """Per-user directory of the compiled step: $JAXRL_LITE_CACHE, else
-    $XDG_CACHE_HOME/jaxrl_lite or ~/.cache/jaxrl_lite (created 0700)."""
-    return os.environ.get("JAXRL_LITE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jaxrl_lite")
-
-
 def load_error() -> str | None:
     """Why the C step is unavailable (after :func:`load_library` returned None)."""
     return _lib_error
@@ -156,62 +142,15 @@ def load_library():
         return _lib
 
 
-def _compiler() -> tuple[str, str]:
-    """-> (compiler path, its ``--version`` text): part of the cache key."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise OSError("no C compiler (cc/gcc) on PATH")
-    try:
-        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError as e:
-        raise OSError(f"C compiler {cc} cannot run ({e.strerror or e})") from None
-    return cc, proc.stdout
-
-
-def _private_dir(path: str) -> str:
-    """Create ``path`` 0700 if absent; raise unless it is ours and not writable by others."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    _check_private(path)
-    return path
-
-
-def _check_private(path: str) -> None:
-    st = os.stat(path)
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by this user "
-                              f"({os.getuid()}); refusing to load code from it")
-    if st.st_mode & 0o022:
-        raise PermissionError(f"{path} is writable by group or others (mode "
-                              f"{stat.S_IMODE(st.st_mode):o}); refusing to load code from it")
-
-
 def _build_and_load():
     pkg = os.path.dirname(mujoco.__file__)
     libs = sorted(f for f in os.listdir(pkg) if f.startswith("libmujoco.so"))
     if not libs:
         raise OSError(f"no libmujoco.so in {pkg}")
-    libmujoco = libs[-1]
-    cc, cc_version = _compiler()
-    cmd_tail = ["-O2", "-shared", "-fPIC", "-I", os.path.join(pkg, "include"), "-L", pkg,
-                f"-l:{libmujoco}", f"-Wl,-rpath,{pkg}"]
-    key = "\0".join([_SOURCE, mujoco.__version__, pkg, cc, cc_version, *cmd_tail])
-    name = f"native_cstep_{hashlib.sha256(key.encode()).hexdigest()[:24]}.so"
-    out_dir = _private_dir(cache_dir())
-    so = os.path.join(out_dir, name)
-    if not os.path.exists(so):
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            src = os.path.join(tmp, "native_cstep.c")
-            with open(src, "w") as f:
-                f.write(_SOURCE)
-            tmp_so = os.path.join(tmp, "native_cstep.so")
-            proc = subprocess.run([cc, "-o", tmp_so, src, *cmd_tail], capture_output=True,
-                                  text=True, timeout=120)
-            if proc.returncode != 0:
-                raise OSError(f"compiling the C step failed: {proc.stderr.strip()[:300]}")
-            os.chmod(tmp_so, 0o700)
-            os.replace(tmp_so, so)  # atomic: concurrent builders are harmless
-    _check_private(so)
-    lib = ctypes.CDLL(so)
+    flags = ["-O2", "-shared", "-fPIC", "-I", os.path.join(pkg, "include"), "-L", pkg,
+             f"-l:{libs[-1]}", f"-Wl,-rpath,{pkg}"]
+    lib = native_build.build_and_load("native_cstep", _SOURCE, flags,
+                                      key_extra=(mujoco.__version__, pkg))
     lib.nb_make.restype = ctypes.c_void_p
     lib.nb_make.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_int]

@@ -1,23 +1,16 @@
-"""Host side of the native MuJoCo backend: float64 helpers and the Python-pool step.
+"""The native MuJoCo backend's batched step on a pool of Python threads (no JAX).
 
-(The default step is the C one in :mod:`jaxrl_lite.envs.native_cstep`; the
-pool here is its fallback when no C compiler is available, with the same bits.)
+The default step is the C one in :mod:`jaxrl_lite.envs.native_cstep`; the
+pool here is its fallback when no C compiler is available, with the same bits.
 
-Two jobs, kept free of JAX:
-
-* :func:`split_f64` / :func:`join_f64` carry float64 values through JAX (which
-  runs in float32 here) as three float32 parts ``hi + mid + lo``; the round trip
-  is exact for every finite ``|x|`` in about [1e-29, 3e38] (below that, the
-  error is under 1e-44 absolute), so a float64 state survives jit, scan and
-  checkpoints bit for bit.
-* :class:`BatchStepper` steps ``n`` Ant simulations exactly as gymnasium's
-  ``MujocoEnv.do_simulation`` does (``ctrl = action``; ``mj_step`` x
-  ``frame_skip``; ``mj_rnePostConstraint``), spread over a persistent pool of
-  threads (``mj_step`` releases the GIL), one ``MjData`` per thread. Each
-  simulation is loaded from its full integration state (qpos, qvel and the
-  solver's warm start ``qacc_warmstart``; the Ant has no activations), so a
-  step is a pure function of its inputs and reproduces gymnasium bit for bit
-  (a zero warm start instead changes qvel within float32 rounding: WORKSPACE.md).
+:class:`BatchStepper` steps ``n`` Ant simulations exactly as gymnasium's
+``MujocoEnv.do_simulation`` does (``ctrl = action``; ``mj_step`` x
+``frame_skip``; ``mj_rnePostConstraint``), spread over a persistent pool of
+threads (``mj_step`` releases the GIL), one ``MjData`` per thread. Each
+simulation is loaded from its full integration state (qpos, qvel and the
+solver's warm start ``qacc_warmstart``; the Ant has no activations), so a
+step is a pure function of its inputs and reproduces gymnasium bit for bit
+(a zero warm start instead changes qvel within float32 rounding: WORKSPACE.md).
 """
 from __future__ import annotations
 
@@ -27,23 +20,6 @@ from typing import NamedTuple
 
 import mujoco
 import numpy as np
-
-
-def split_f64(x) -> np.ndarray:
-    """float64 [...] -> float32 [..., 3] with ``hi + mid + lo == x``."""
-    x = np.asarray(x, np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        hi = x.astype(np.float32)
-        rest = np.where(np.isfinite(hi), x - hi.astype(np.float64), 0.0)
-        mid = rest.astype(np.float32)
-        lo = (rest - mid.astype(np.float64)).astype(np.float32)
-    return np.stack([hi, mid, lo], axis=-1)
-
-
-def join_f64(parts) -> np.ndarray:
-    """float32 [..., 3] -> float64 [...]: the inverse of :func:`split_f64`."""
-    p = np.asarray(parts).astype(np.float64)
-    return (p[..., 0] + p[..., 1]) + p[..., 2]
 
 
 def default_num_threads() -> int:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxrl_lite import distributed, normalizer
+from jaxrl_lite import normalizer, sharding
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.agents import flag_field as _f
 from jaxrl_lite.envs.core import Env, State, episode_metrics
@@ -236,7 +236,7 @@ def make_train_iteration(config: Config, env: Env):
                 flat)
             # Under a data mesh, split each minibatch over devices (a layout hint
             # only: a no-op on one device, same math either way).
-            shuffled = distributed.constrain(shuffled, axis=1)
+            shuffled = sharding.constrain(shuffled, axis=1)
             mb_keys = jax.random.split(k_mb, config.num_minibatches)
             return jax.lax.scan(sgd_step, carry, (shuffled, mb_keys))
 
