@@ -1,6 +1,6 @@
 """Structured pruning: remove whole hidden units and ship a smaller dense actor.
 
-Unstructured zeros (export/pruning.py) leave every tensor its full shape, so the
+Unstructured zeros (export/convert/pruning.py) leave every tensor its full shape, so the
 TFLite file, the TFLM arena and the latency stay those of the dense model. Here
 each hidden layer keeps ``round(keep * width)`` units, so the exported network
 is genuinely smaller (e.g. 105-64-64-8 -> 105-24-24-8 at keep=0.375).
@@ -65,7 +65,7 @@ def _layers(params) -> dict:
 
 def hidden_activations(spec: PolicySpec, params, norm, obs: np.ndarray) -> list[np.ndarray]:
     """Post-activation outputs of every hidden layer, float32 [N, width_l] each."""
-    from export.observations import numpy_policy
+    from export.convert.observations import numpy_policy
     return numpy_policy(spec, params, norm, return_hidden=True)(obs)[1]
 
 
@@ -160,7 +160,7 @@ def structured_prune(spec: PolicySpec, params, norm, obs: np.ndarray, config: St
     collect(policy_fn, num_obs, seed) -> float32 [num_obs, obs_dim] rolls out a numpy
     policy (DAgger rounds; skipped when None). Returns (spec, params, report).
     """
-    from export.observations import numpy_policy
+    from export.convert.observations import numpy_policy
 
     teacher = numpy_policy(spec, params, norm)
     targets = teacher(obs)

@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning of the actor for the full-int8 TFLite model.
 
 The forward pass below fake-quantizes exactly where the TFLite converter's int8
-model quantizes (export/tflite.py, ``int8``):
+model quantizes (export/convert/tflite.py, ``int8``):
 
   z    = clip(normalize(obs))                       float (kept float in the model)
   QUANTIZE z                                        per tensor, asymmetric, range =

@@ -1,6 +1,6 @@
 """Comparison row: the JAX actor straight from the training checkpoint.
 
-  python -m export.harness_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
+  python -m export.harness.reference_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
 
 action = jaxrl_lite.policy.deterministic_action(spec, params, norm, obs), jitted
 on the CPU, with the same episodes, loop and measurements as the LiteRT rows,
@@ -13,8 +13,8 @@ import os
 
 from absl import app, flags
 
-from export import harness_common as hc
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
 
 hc.define_common_flags()
 _CKPT = flags.DEFINE_string("checkpoint", None, "Run dir, checkpoints/ dir or one step dir.")
@@ -57,7 +57,7 @@ class JaxPolicy:
 
 
 def _main() -> int:
-    from export import harness_loop
+    from export.harness import loop
 
     if not _CKPT.value or not os.path.exists(_CKPT.value):
         raise HarnessError(f"--checkpoint={_CKPT.value} does not exist")
@@ -77,7 +77,7 @@ def _main() -> int:
         return holder["p"]
 
     try:
-        report = harness_loop.measure(
+        report = loop.measure(
             (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints, episodes=f.episodes,
             seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
             model_path=os.path.abspath(_CKPT.value), model_bytes=None)

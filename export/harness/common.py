@@ -96,7 +96,7 @@ def define_common_flags() -> None:
 
 
 def define_model_flags() -> None:
-    """--model/--runtime/--manifest/--video (evaluate and harness_video); idempotent."""
+    """--model/--runtime/--manifest/--video (evaluate and harness.video); idempotent."""
     if "model" in flags.FLAGS:
         return
     flags.DEFINE_string("model", None, "A .tflite model (or, with --runtime=tflm, a TFLM "
