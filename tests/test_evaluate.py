@@ -220,23 +220,29 @@ def test_single_model_report_matches_reference_rollout(export_dir, fp32_report):
     assert m["python"] and m["cpu_model"] and m["cpu_count_logical"] >= 1
 
 
+def heavy_modules_after(script: str) -> tuple[list[str], str]:
+    """Run ``script`` in a fresh Python: (the JAX/TF-family modules it left loaded, stdout)."""
+    probe = script + (
+        "import json, sys\n"
+        "print('HEAVY=' + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'jaxlib', 'tensorflow', 'flax', 'keras', 'torch', 'jaxrl_lite'))))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY="))
+    return json.loads(line[len("HEAVY="):]), proc.stdout
+
+
 def test_harness_loads_neither_jax_nor_tensorflow(export_dir, tmp_path):
-    script = (
-        "import sys, json\n"
+    heavy, _ = heavy_modules_after(
         "from absl import app\n"
         "from export import evaluate\n"
         "try:\n"
         f"    app.run(evaluate.main, argv=['evaluate', '--model={export_dir}/actor_int8.tflite',"
         f" '--report={tmp_path}/r.json', {', '.join(repr(a) for a in SHORT)}])\n"
         "except SystemExit as e:\n"
-        "    assert not e.code, e.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('jax', 'jaxlib', 'tensorflow', 'flax', 'keras', 'torch', 'jaxrl_lite'))\n"
-        "print('HEAVY=' + json.dumps(heavy))\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY=[]" in proc.stdout, proc.stdout
+        "    assert not e.code, e.code\n")
+    assert heavy == []
     assert os.path.isfile(tmp_path / "r.json")
 
 
@@ -244,8 +250,8 @@ def test_every_pi_side_module_imports_without_jax_or_tensorflow():
     """Each module of export/harness/ (and export.evaluate) imported in a fresh process,
     one after the other; the CLI modules' flags are cleared in between, as each one
     defines its own set when it runs alone."""
-    script = (
-        "import importlib, json, pkgutil, sys\n"
+    heavy, stdout = heavy_modules_after(
+        "import importlib, json, pkgutil\n"
         "from absl import flags\n"
         "import export.harness\n"
         "names = [m.name for m in pkgutil.iter_modules(export.harness.__path__, "
@@ -254,18 +260,13 @@ def test_every_pi_side_module_imports_without_jax_or_tensorflow():
         "    importlib.import_module(name)\n"
         "    for f in list(flags.FLAGS):\n"
         "        delattr(flags.FLAGS, f)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('jax', 'jaxlib', 'tensorflow', 'flax', 'keras', 'torch', 'jaxrl_lite'))\n"
-        "print(json.dumps({'imported': names, 'heavy': heavy}))\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[-1])
+        "print('IMPORTED=' + json.dumps(names))\n")
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("IMPORTED="))
     on_disk = {f"export.harness.{f[:-3]}" for f in os.listdir(os.path.join(REPO, "export",
                                                                           "harness"))
                if f.endswith(".py") and f != "__init__.py"}
-    assert on_disk and set(out["imported"]) == on_disk | {"export.evaluate"}, out
-    assert out["heavy"] == [], out
+    assert on_disk and set(json.loads(line[len("IMPORTED="):])) == on_disk | {"export.evaluate"}
+    assert heavy == [], heavy
 
 
 def test_int8_run_reports_memory_latency_and_overhead(export_dir, tmp_path):
