@@ -96,14 +96,7 @@ def summary_line(r: dict) -> str:
 
 
 def run_single(constraints: dict) -> int:
-    try:
-        report = evaluate_model(constraints)
-    except hc.BudgetExceeded as e:
-        if _REPORT_PATH() and getattr(e, "report", None):
-            hc.write_json(_REPORT_PATH(), e.report)
-        raise
-    if _REPORT_PATH():
-        hc.write_json(_REPORT_PATH(), report)
+    report = hc.measure_to_json(_REPORT_PATH(), lambda: evaluate_model(constraints))
     print(summary_line(report), flush=True)
     if _VIDEO.value:
         record_video(_MODEL.value, _RUNTIME.value)

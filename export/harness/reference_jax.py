@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from export.harness import common as hc
 from export.harness.common import HarnessError
@@ -76,28 +76,19 @@ def _main() -> int:
         holder["p"] = JaxPolicy(_CKPT.value)
         return holder["p"]
 
-    try:
+    def measure():
         report = loop.measure(
             (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints, episodes=f.episodes,
             seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
             model_path=os.path.abspath(_CKPT.value), model_bytes=None)
-    except hc.BudgetExceeded as e:
-        if f.report and getattr(e, "report", None):
-            hc.write_json(f.report, e.report)
-        raise
-    report["model"] = holder["p"].source
-    report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
-    if f.report:
-        hc.write_json(f.report, report)
+        report["model"] = holder["p"].source
+        report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
+        return report
+
+    report = hc.measure_to_json(f.report, measure)
     print(report["name"], "ok")
     return 0
 
 
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    app.run(main)
+    hc.run_child_cli(_main, JAX_PLATFORMS="cpu")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from export.harness import common as hc
 from export.harness.common import HarnessError
@@ -86,34 +86,18 @@ def _main() -> int:
     def import_runtime():
         import tensorflow  # noqa: F401
 
-    report = _measure(loop, constraints, import_runtime,
-                      lambda: TFPolicy(_SAVED.value, constraints["threads"]))
+    def load():
+        return TFPolicy(_SAVED.value, constraints["threads"])
+
+    f = flags.FLAGS
+    report = hc.measure_to_json(f.report, lambda: loop.measure(
+        (f.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
+        episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
+        warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
+        model_bytes=hc.dir_bytes(_SAVED.value)))
     print(report["name"], "ok")
     return 0
 
 
-def _measure(loop, constraints, import_runtime, load) -> dict:
-    f = flags.FLAGS
-    try:
-        report = loop.measure(
-            (flags.FLAGS.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
-            episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
-            warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
-            model_bytes=hc.dir_bytes(_SAVED.value))
-    except hc.BudgetExceeded as e:
-        if f.report and getattr(e, "report", None):
-            hc.write_json(f.report, e.report)
-        raise
-    if f.report:
-        hc.write_json(f.report, report)
-    return report
-
-
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    hc.run_child_cli(_main, TF_CPP_MIN_LOG_LEVEL="2")

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 
-from absl import app, flags
+from absl import flags
 
 from export.harness import common as hc
 from export.harness.common import HarnessError
@@ -118,11 +118,5 @@ def _main() -> int:
     return 0
 
 
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    app.run(main)
+    hc.run_child_cli(_main, MUJOCO_GL="egl")
