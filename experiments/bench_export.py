@@ -42,7 +42,7 @@ def _python(*args) -> None:
 def kernel_agreement(export_dir: str, manifest: dict, num_obs: int, seed: int) -> dict:
     """TFLM vs LiteRT (XNNPACK and builtin kernels) on the int8 model, in output LSB,
     over observations of full-length deterministic fp32-policy episodes."""
-    from export import micro, observations, tflite
+    from export.convert import micro, observations, tflite
     from jaxrl_lite.checkpoint import load_policy
     bundle = load_policy(manifest["source_checkpoint"])
     pol = observations.numpy_policy(bundle.spec, bundle.actor_params, bundle.norm)

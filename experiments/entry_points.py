@@ -67,11 +67,11 @@ def train() -> None:
 
 def export() -> None:
     require_extra("jaxrl-export")
-    from export import convert
-    # convert defines its flags inside run(), so --help shows its docstring and
+    from export.convert import __main__ as cli
+    # The CLI defines its flags inside run(), so --help shows its docstring and
     # --helpfull its flags.
-    _show_module_help(convert)
-    convert.run()
+    _show_module_help(cli)
+    cli.run()
 
 
 def evaluate() -> None:

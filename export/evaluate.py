@@ -28,10 +28,9 @@ import tempfile
 
 from absl import app, flags
 
-from export import harness_common as hc
-from export import harness_manifest
-from export.harness_manifest import MANIFEST, arena_bytes, is_micro, load_manifest
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
+from export.harness.manifest import MANIFEST, arena_bytes, entry_for, is_micro, load_manifest
 
 hc.define_common_flags()
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export directory with manifest.json: "
@@ -46,17 +45,17 @@ _COMPARISON = flags.DEFINE_bool("comparison_rows", True, "With --export_dir, add
 # --------------------------------------------------------------------------- one model
 def evaluate_model(constraints: dict) -> dict:
     """Measure --model in this process; returns the report dict."""
-    from export import harness_loop, harness_runtime
+    from export.harness import loop, runtime
 
     path = _MODEL.value
-    data = harness_runtime.read_model_bytes(path)
-    _, entry = harness_manifest.entry_for(path, _MANIFEST.value)
+    data = runtime.read_model_bytes(path)
+    _, entry = entry_for(path, _MANIFEST.value)
     name = _NAME.value or (entry or {}).get("name") or os.path.basename(path)
     extra = {}
     if (entry or {}).get("tensor_arena_bytes"):  # measured by the exporter with TFLM
         extra["arena_bytes"] = int(entry["tensor_arena_bytes"])
     if _RUNTIME.value == "tflm":
-        quant = harness_runtime.micro_quantization(entry or {})
+        quant = runtime.micro_quantization(entry or {})
         arena = arena_bytes(entry or {})
 
         def import_runtime():
@@ -67,16 +66,16 @@ def evaluate_model(constraints: dict) -> dict:
                                    "(pip install tflite-micro)") from None
 
         def load():
-            pol = harness_runtime.TFLMPolicy(data, quant, arena, name)
+            pol = runtime.TFLMPolicy(data, quant, arena, name)
             extra["quantization"] = pol.quantization
             return pol
     else:
         def import_runtime():
-            harness_runtime.import_litert()
+            runtime.import_litert()
 
         def load():
-            return harness_runtime.LiteRTPolicy(data, constraints["threads"], name)
-    return harness_loop.measure(
+            return runtime.LiteRTPolicy(data, constraints["threads"], name)
+    return loop.measure(
         name, _RUNTIME.value, import_runtime, load, constraints,
         episodes=flags.FLAGS.episodes, seed=flags.FLAGS.seed,
         max_episode_steps=flags.FLAGS.max_episode_steps, warmup=flags.FLAGS.warmup,
@@ -97,14 +96,7 @@ def summary_line(r: dict) -> str:
 
 
 def run_single(constraints: dict) -> int:
-    try:
-        report = evaluate_model(constraints)
-    except hc.BudgetExceeded as e:
-        if _REPORT_PATH() and getattr(e, "report", None):
-            hc.write_json(_REPORT_PATH(), e.report)
-        raise
-    if _REPORT_PATH():
-        hc.write_json(_REPORT_PATH(), report)
+    report = hc.measure_to_json(_REPORT_PATH(), lambda: evaluate_model(constraints))
     print(summary_line(report), flush=True)
     if _VIDEO.value:
         record_video(_MODEL.value, _RUNTIME.value)
@@ -127,7 +119,7 @@ def check_video_target(path: str) -> None:
                                f"or pip install imageio-ffmpeg); or use --video=FILE.gif")
     else:
         raise HarnessError(f"--video={path}: expected a .mp4 or .gif file name")
-    proc = subprocess.run([sys.executable, "-m", "export.harness_video", "--probe_gl"],
+    proc = subprocess.run([sys.executable, "-m", "export.harness.video", "--probe_gl"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise HarnessError(_last_error_line(proc.stderr) or "offscreen rendering failed")
@@ -135,7 +127,7 @@ def check_video_target(path: str) -> None:
 
 def record_video(model: str, runtime: str) -> None:
     """Record one episode in a child process (so GL memory never mixes into the figures)."""
-    cmd = [sys.executable, "-m", "export.harness_video", f"--model={model}",
+    cmd = [sys.executable, "-m", "export.harness.video", f"--model={model}",
            f"--runtime={runtime}", f"--video={_VIDEO.value}", f"--seed={flags.FLAGS.seed}",
            f"--max_episode_steps={flags.FLAGS.max_episode_steps}"]
     if _MANIFEST.value:
@@ -218,12 +210,12 @@ def run_export_dir(constraints: dict) -> int:
                              f"{f} is not a TFLite model; the Pi harness runs LiteRT only"})
         if _COMPARISON.value:
             rows.extend(comparison_rows(manifest, export_dir, tmp))
-    from export import harness_fidelity
-    harness_fidelity.attach(rows, "fp32")
+    from export.harness import fidelity
+    fidelity.attach(rows, "fp32")
     machine = hc.machine_description(constraints)
     stem = os.path.splitext(_REPORT_PATH() or os.path.join(export_dir, "evaluation.json"))[0]
-    from export import harness_report
-    table = harness_report.markdown_table(rows, machine)
+    from export.harness.report import markdown_table, write_chart
+    table = markdown_table(rows, machine)
     out = {"export_dir": os.path.abspath(export_dir), "machine": machine,
            "episodes": flags.FLAGS.episodes, "seed": flags.FLAGS.seed,
            "max_episode_steps": flags.FLAGS.max_episode_steps,
@@ -234,7 +226,7 @@ def run_export_dir(constraints: dict) -> int:
         hc.write_json(os.path.join(stem + "_variants", safe + ".json"), r)
     with open(stem + ".md", "w") as fh:
         fh.write(table)
-    chart = harness_report.write_chart(rows, stem + ".png")
+    chart = write_chart(rows, stem + ".png")
     print("\n" + table, flush=True)
     print(f"[evaluate] wrote {stem}.json, {stem}.md, {stem}_variants/*.json"
           + (f", {chart}" if chart else " (no chart: matplotlib is not installed)"))
@@ -261,7 +253,7 @@ def comparison_rows(manifest: dict, export_dir: str, tmp: str) -> list[dict]:
                      "skipped": "TensorFlow is not installed here"})
     else:
         rows.append(_run_child(name, "tensorflow", [
-            py, "-m", "export.harness_tf", f"--saved_model={saved}"], tmp))
+            py, "-m", "export.harness.reference_tf", f"--saved_model={saved}"], tmp))
     name = "JAX actor"
     ckpt = _resolve_checkpoint(manifest, export_dir)
     if ckpt is None:
@@ -273,7 +265,7 @@ def comparison_rows(manifest: dict, export_dir: str, tmp: str) -> list[dict]:
                      "skipped": "JAX / jaxrl_lite is not installed here"})
     else:
         rows.append(_run_child(name, "jax", [
-            py, "-m", "export.harness_jax", f"--checkpoint={ckpt}"], tmp))
+            py, "-m", "export.harness.reference_jax", f"--checkpoint={ckpt}"], tmp))
     return rows
 
 

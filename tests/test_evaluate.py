@@ -1,4 +1,4 @@
-"""Tests of the Pi-side evaluation harness (export/evaluate.py and export/harness_*.py).
+"""Tests of the Pi-side evaluation harness (export/evaluate.py and export/harness/).
 
 A module-scoped fixture builds a small real export directory: a 256x256 tanh
 actor (jaxrl_lite.policy's network, random weights, normaliser fitted on real
@@ -41,7 +41,7 @@ def ant_observations(n: int = 400, seed: int = 0) -> np.ndarray:
 
 
 def tflite_quant(model_bytes: bytes) -> dict:
-    """The manifest's "quantization" record of the micro entry (as export/convert.py)."""
+    """The manifest's "quantization" record of the micro entry (as export/convert/pipeline.py)."""
     from ai_edge_litert import interpreter as litert
 
     it = litert.Interpreter(model_content=model_bytes)
@@ -220,24 +220,53 @@ def test_single_model_report_matches_reference_rollout(export_dir, fp32_report):
     assert m["python"] and m["cpu_model"] and m["cpu_count_logical"] >= 1
 
 
+def heavy_modules_after(script: str) -> tuple[list[str], str]:
+    """Run ``script`` in a fresh Python: (the JAX/TF-family modules it left loaded, stdout)."""
+    probe = script + (
+        "import json, sys\n"
+        "print('HEAVY=' + json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'jaxlib', 'tensorflow', 'flax', 'keras', 'torch', 'jaxrl_lite'))))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY="))
+    return json.loads(line[len("HEAVY="):]), proc.stdout
+
+
 def test_harness_loads_neither_jax_nor_tensorflow(export_dir, tmp_path):
-    script = (
-        "import sys, json\n"
+    heavy, _ = heavy_modules_after(
         "from absl import app\n"
         "from export import evaluate\n"
         "try:\n"
         f"    app.run(evaluate.main, argv=['evaluate', '--model={export_dir}/actor_int8.tflite',"
         f" '--report={tmp_path}/r.json', {', '.join(repr(a) for a in SHORT)}])\n"
         "except SystemExit as e:\n"
-        "    assert not e.code, e.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('jax', 'jaxlib', 'tensorflow', 'flax', 'keras', 'torch', 'jaxrl_lite'))\n"
-        "print('HEAVY=' + json.dumps(heavy))\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "HEAVY=[]" in proc.stdout, proc.stdout
+        "    assert not e.code, e.code\n")
+    assert heavy == []
     assert os.path.isfile(tmp_path / "r.json")
+
+
+def test_every_pi_side_module_imports_without_jax_or_tensorflow():
+    """Each module of export/harness/ (and export.evaluate) imported in a fresh process,
+    one after the other; the CLI modules' flags are cleared in between, as each one
+    defines its own set when it runs alone."""
+    heavy, stdout = heavy_modules_after(
+        "import importlib, json, pkgutil\n"
+        "from absl import flags\n"
+        "import export.harness\n"
+        "names = [m.name for m in pkgutil.iter_modules(export.harness.__path__, "
+        "'export.harness.')] + ['export.evaluate']\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "    for f in list(flags.FLAGS):\n"
+        "        delattr(flags.FLAGS, f)\n"
+        "print('IMPORTED=' + json.dumps(names))\n")
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("IMPORTED="))
+    on_disk = {f"export.harness.{f[:-3]}" for f in os.listdir(os.path.join(REPO, "export",
+                                                                          "harness"))
+               if f.endswith(".py") and f != "__init__.py"}
+    assert on_disk and set(json.loads(line[len("IMPORTED="):])) == on_disk | {"export.evaluate"}
+    assert heavy == [], heavy
 
 
 def test_int8_run_reports_memory_latency_and_overhead(export_dir, tmp_path):
@@ -267,7 +296,7 @@ def test_tflm_runtime_applies_manifest_quantization(export_dir, tmp_path):
     assert r["runtime"] == "tflm" and r["name"] == "micro"
     assert r["quantization"] == pytest.approx(man)
     # Reference: LiteRT runs the same int8 flatbuffer, quantizing by hand.
-    from export.harness_runtime import parse_c_array
+    from export.harness.runtime import parse_c_array
     it = litert.Interpreter(model_content=parse_c_array(f"{export_dir}/micro/actor_model.cc"))
     it.allocate_tensors()
     d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
@@ -399,9 +428,9 @@ def test_export_dir_budget_failures_are_rows_and_exit_nonzero(export_dir, tmp_pa
 
 def test_comparison_policies_compute_the_exported_actor(export_dir):
     """TF SavedModel and JAX checkpoint rows run the same function as the .tflite."""
-    from export.harness_jax import JaxPolicy
-    from export.harness_runtime import LiteRTPolicy, read_model_bytes
-    from export.harness_tf import TFPolicy
+    from export.harness.reference_jax import JaxPolicy
+    from export.harness.runtime import LiteRTPolicy, read_model_bytes
+    from export.harness.reference_tf import TFPolicy
 
     man = json.load(open(f"{export_dir}/manifest.json"))
     lite = LiteRTPolicy(read_model_bytes(f"{export_dir}/actor_fp32.tflite"), 1)

@@ -20,7 +20,7 @@ from tests.deps import require  # noqa: E402
 jax = require("jax")
 require("tensorflow")
 
-from export import convert, micro, observations, pruning, tflite  # noqa: E402
+from export.convert import micro, observations, pipeline, pruning, tflite  # noqa: E402
 from jaxrl_lite.checkpoint import Checkpointer  # noqa: E402
 from jaxrl_lite.policy import PolicySpec, deterministic_action, init_actor_params  # noqa: E402
 
@@ -68,8 +68,8 @@ def run_dir(tmp_path_factory):
 def export(run_dir, tmp_path_factory):
     d, spec, params, norm = run_dir
     out = str(tmp_path_factory.mktemp("exp") / "export")
-    bundle = convert.load_bundle(d, None)
-    manifest = convert.export_bundle(bundle, out, convert.ExportOptions(**FAST))
+    bundle = pipeline.load_bundle(d, None)
+    manifest = pipeline.export_bundle(bundle, out, pipeline.ExportOptions(**FAST))
     return out, manifest
 
 
@@ -121,7 +121,7 @@ def test_contract_files_and_manifest(export):
     assert m["tensor_arena_bytes"] > 0 and m["quantization"]["input"]["dtype"] == "float32"
     # nothing half-written left next to the export
     assert not [p for p in os.listdir(os.path.dirname(out)) if ".partial-" in p]
-    print("\n" + convert.fidelity_table(manifest))
+    print("\n" + pipeline.fidelity_table(manifest))
 
 
 def test_saved_model_matches_jax(export, probe):
@@ -205,7 +205,7 @@ def test_int8_graph_has_no_clip_and_saturates_like_it(export, run_dir, tmp_path)
     calibrated range, which lies inside [-CLIP, CLIP] (calibration observations are
     clipped first), so on observations far outside the training range they act
     exactly like the same model converted with the clip in the graph."""
-    from export import jax2tf_bridge
+    from export.convert import jax2tf_bridge
     out, _ = export
     _, spec, params, norm = run_dir
     assert not {"MAXIMUM", "MINIMUM"} & set(tflite.model_ops(
@@ -252,7 +252,7 @@ def test_fake_quant_matches_the_converter(run_dir, tmp_path):
     """The QAT forward pass simulates the converter's int8 model: same actions to a few
     output steps (1/128) on real observations."""
     import jax.numpy as jnp
-    from export import jax2tf_bridge, qat
+    from export.convert import jax2tf_bridge, qat
     _, spec, params, norm = run_dir
     pol = observations.numpy_policy(spec, params, norm)
     obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
@@ -276,7 +276,7 @@ def test_int8_normalisation_before_after(export):
 
 
 def test_onnx_matches_jax(export, probe):
-    from export import onnx_export
+    from export.convert import onnx_export
     out, _ = export
     obs, ref = probe
     assert np.abs(onnx_export.run(os.path.join(out, "actor.onnx"), obs) - ref).max() <= 1e-5
@@ -353,7 +353,7 @@ def test_magnitude_masks_and_schedule():
 
 def test_actor_256x256_bridge_and_int8(tmp_path):
     """The default network size converts too (bridge + int8 + TFLM), not only the small one."""
-    from export import jax2tf_bridge
+    from export.convert import jax2tf_bridge
     spec = PolicySpec("Ant-v5", 105, 8, (256, 256))
     params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(3)))
     params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 100.0
@@ -385,7 +385,7 @@ def test_actor_256x256_bridge_and_int8(tmp_path):
 def test_other_actor_architectures_int8(activation, layer_norm, tmp_path):
     """AC's relu, PPO-GPU's silu and an actor with LayerNorm: the network runs in
     int8 between ONE QUANTIZE and ONE DEQUANTIZE (only the normalisation is float)."""
-    from export import jax2tf_bridge
+    from export.convert import jax2tf_bridge
     spec = PolicySpec("Ant-v5", 105, 8, (32, 32), activation=activation, layer_norm=layer_norm)
     params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(1)))
     params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 30.0
@@ -408,42 +408,42 @@ def test_other_actor_architectures_int8(activation, layer_norm, tmp_path):
 
 def test_bad_inputs_in_process(run_dir, tmp_path):
     d, spec, params, norm = run_dir
-    with pytest.raises(convert.ExportError, match="does not exist"):
-        convert.load_bundle(str(tmp_path / "nope"), None)
+    with pytest.raises(pipeline.ExportError, match="does not exist"):
+        pipeline.load_bundle(str(tmp_path / "nope"), None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(convert.ExportError, match="checkpoint"):
-        convert.load_bundle(str(tmp_path / "empty"), None)
+    with pytest.raises(pipeline.ExportError, match="checkpoint"):
+        pipeline.load_bundle(str(tmp_path / "empty"), None)
     other = PolicySpec("PointMass", 4, 2, (8,))
     p2 = jax.tree_util.tree_map(np.asarray, init_actor_params(other, jax.random.PRNGKey(0)))
     n2 = observations.fit_normalizer(np.random.default_rng(0).normal(size=(10, 4)))
     save_checkpoint(tmp_path / "pm", other, p2, n2)
-    with pytest.raises(convert.ExportError, match="PointMass"):
-        convert.load_bundle(str(tmp_path / "pm"), None)
+    with pytest.raises(pipeline.ExportError, match="PointMass"):
+        pipeline.load_bundle(str(tmp_path / "pm"), None)
     wrong = PolicySpec("Ant-v5", 27, 8, (8,))
     p3 = jax.tree_util.tree_map(np.asarray, init_actor_params(wrong, jax.random.PRNGKey(0)))
     n3 = observations.fit_normalizer(np.random.default_rng(0).normal(size=(10, 27)))
     save_checkpoint(tmp_path / "shape", wrong, p3, n3)
-    with pytest.raises(convert.ExportError, match="obs_dim=27"):
-        convert.load_bundle(str(tmp_path / "shape"), None)
+    with pytest.raises(pipeline.ExportError, match="obs_dim=27"):
+        pipeline.load_bundle(str(tmp_path / "shape"), None)
     for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(convert.ExportError, match="prune_sparsity"):
-            convert.ExportOptions(prune_sparsity=bad)
+        with pytest.raises(pipeline.ExportError, match="prune_sparsity"):
+            pipeline.ExportOptions(prune_sparsity=bad)
     for bad in (0.0, -0.5, 1.01):
-        with pytest.raises(convert.ExportError, match="prune_keep"):
-            convert.ExportOptions(prune_keep=bad)
-    with pytest.raises(convert.ExportError, match="--qat must be one of"):
-        convert.ExportOptions(qat="sometimes")
-    with pytest.raises(convert.ExportError, match="prune_rounds"):
-        convert.ExportOptions(prune_rounds=0)
-    with pytest.raises(convert.ExportError, match="unknown variants"):
-        convert.ExportOptions(variants=("fp32", "int4"))
+        with pytest.raises(pipeline.ExportError, match="prune_keep"):
+            pipeline.ExportOptions(prune_keep=bad)
+    with pytest.raises(pipeline.ExportError, match="--qat must be one of"):
+        pipeline.ExportOptions(qat="sometimes")
+    with pytest.raises(pipeline.ExportError, match="prune_rounds"):
+        pipeline.ExportOptions(prune_rounds=0)
+    with pytest.raises(pipeline.ExportError, match="unknown variants"):
+        pipeline.ExportOptions(variants=("fp32", "int4"))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(convert.ExportError, match="not writable"):
-        convert.prepare_out_dir(str(tmp_path / "file" / "export"))
+    with pytest.raises(pipeline.ExportError, match="not writable"):
+        pipeline.prepare_out_dir(str(tmp_path / "file" / "export"))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(convert.ExportError, match="other files"):
-        convert.prepare_out_dir(str(tmp_path / "busy"))
+    with pytest.raises(pipeline.ExportError, match="other files"):
+        pipeline.prepare_out_dir(str(tmp_path / "busy"))
 
 
 def _cli(*args, timeout=300):

@@ -1,5 +1,5 @@
-"""Return-level fidelity (export/harness_fidelity.py) and non-finite values at the
-device boundary (export/harness_loop.py), with real LiteRT models and gymnasium."""
+"""Return-level fidelity (export/harness/fidelity.py) and non-finite values at the
+device boundary (export/harness/loop.py), with real LiteRT models and gymnasium."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from export import harness_fidelity
+from export.harness import fidelity
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,7 +23,7 @@ def _report(name, returns, lengths=None, seeds=None, limit=1000):
 
 def test_identical_variant_has_ratio_one_and_a_point_interval():
     ref = _report("fp32", [100.0, 200.0, 300.0, 50.0])
-    fid = harness_fidelity.paired_fidelity(ref, dict(ref, name="int8"))
+    fid = fidelity.paired_fidelity(ref, dict(ref, name="int8"))
     assert fid["return_ratio"] == 1.0 and fid["return_ratio_ci95"] == [1.0, 1.0]
     assert fid["return_diff_mean"] == 0.0 and fid["falls"] == 0 and fid["worse_episodes"] == []
 
@@ -41,7 +41,7 @@ def test_ratio_interval_falls_and_pairing():
     order = rng.permutation(60)
     var = _report("pruned_int8", ret[order], [lengths[i] for i in order],
                   [100 + int(i) for i in order])
-    fid = harness_fidelity.paired_fidelity(ref, var)
+    fid = fidelity.paired_fidelity(ref, var)
     expected = ret.mean() / base.mean()
     assert fid["return_ratio"] == pytest.approx(expected)
     lo, hi = fid["return_ratio_ci95"]
@@ -54,28 +54,28 @@ def test_ratio_interval_falls_and_pairing():
 
 def test_unpaired_reports_are_refused_and_attach_marks_rows():
     with pytest.raises(ValueError, match="share no seed"):
-        harness_fidelity.paired_fidelity(_report("a", [1.0], seeds=[1]),
+        fidelity.paired_fidelity(_report("a", [1.0], seeds=[1]),
                                          _report("b", [1.0], seeds=[2]))
     rows = [dict(_report("fp32", [10.0, 20.0]), model_bytes=1000, latency_us_p50=2.0),
             dict(_report("int8", [10.0, 10.0]), model_bytes=250, latency_us_p50=1.0),
             {"name": "onnx", "skipped": "not TFLite"},
             dict(_report("micro", [1.0, 1.0]), error="crashed")]
-    assert harness_fidelity.attach(rows)["name"] == "fp32"
+    assert fidelity.attach(rows)["name"] == "fp32"
     assert rows[1]["vs_fp32"]["return_ratio"] == pytest.approx(20 / 30)
     assert rows[1]["vs_fp32"]["bytes_ratio"] == 0.25 and rows[1]["vs_fp32"]["p50_ratio"] == 0.5
     assert "vs_fp32" not in rows[2] and "vs_fp32" not in rows[3]
-    assert harness_fidelity.attach([rows[1]]) is None  # no fp32 row: nothing to compare
+    assert fidelity.attach([rows[1]]) is None  # no fp32 row: nothing to compare
 
 
 def test_markdown_has_vs_fp32_columns():
-    from export import harness_report
+    from export.harness import report
     rows = [dict(_report("fp32", [10.0, 20.0], [1000, 400]), model_bytes=1000,
                  latency_us_p50=2.0, episodes=2, falls=1, return_mean=15.0, return_std=5.0),
             dict(_report("int8", [10.0, 10.0]), model_bytes=250, latency_us_p50=1.0,
                  episodes=2, falls=0, return_mean=10.0, return_std=0.0, arena_bytes=3000,
                  nonfinite_obs_steps_total=3, nonfinite_action_steps_total=1)]
-    harness_fidelity.attach(rows)
-    table = harness_report.markdown_table(rows)
+    fidelity.attach(rows)
+    table = report.markdown_table(rows)
     assert "Return vs fp32 [95% CI]" in table and "Bytes vs fp32" in table
     int8_line = next(ln for ln in table.splitlines() if ln.startswith("| int8"))
     assert "0.667 [" in int8_line and "| 0.25 |" in int8_line and "| 0.50 |" in int8_line
@@ -88,7 +88,7 @@ def fp32_and_int8(tmp_path_factory):
     """A random 32x32 actor as fp32 and int8 TFLite (the real converter)."""
     import jax
 
-    from export import jax2tf_bridge, observations, tflite
+    from export.convert import jax2tf_bridge, observations, tflite
     from jaxrl_lite.policy import PolicySpec, init_actor_params
     spec = PolicySpec("Ant-v5", 105, 8, (32, 32))
     params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(1)))
@@ -136,11 +136,11 @@ class _SensorFaults:
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_nonfinite_observations_are_counted_and_never_reach_the_env(fp32_and_int8, variant):
-    from export import harness_loop, harness_runtime
+    from export.harness import loop, runtime
     model = fp32_and_int8[variant]
-    policy = harness_runtime.LiteRTPolicy(model, 1, variant)
-    env = _SensorFaults(harness_loop.make_env(60))
-    rep = harness_loop.run_episodes(policy, env, episodes=2, seed=0, warmup=0)
+    policy = runtime.LiteRTPolicy(model, 1, variant)
+    env = _SensorFaults(loop.make_env(60))
+    rep = loop.run_episodes(policy, env, episodes=2, seed=0, warmup=0)
     steps_with_fault = env.injected - (1 if env.t % 7 == 0 else 0)  # last obs never fed
     assert rep["nonfinite_obs_steps_total"] == steps_with_fault > 0
     assert sum(rep["nonfinite_obs_steps"]) == rep["nonfinite_obs_steps_total"]
@@ -157,5 +157,5 @@ def test_nonfinite_observations_are_counted_and_never_reach_the_env(fp32_and_int
 
 
 def policy_out(model: bytes, obs: np.ndarray) -> np.ndarray:
-    from export import tflite
+    from export.convert import tflite
     return tflite.run(model, obs[None])

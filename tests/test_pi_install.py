@@ -147,12 +147,13 @@ def test_pi_emulation_cross_architecture(export_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- Pi-side pieces
 def test_one_c_array_reader_checks_the_declared_length(export_dir, tmp_path):
-    from export import harness_runtime, micro
+    from export.convert import micro
+    from export.harness import runtime
     from tests.test_evaluate import run_cli
 
-    assert micro.parse_c_array is harness_runtime.parse_c_array  # one reader, TF-free
+    assert micro.parse_c_array is runtime.parse_c_array  # one reader, TF-free
     cc = os.path.join(export_dir, "micro", "actor_model.cc")
-    data = harness_runtime.parse_c_array(cc)
+    data = runtime.parse_c_array(cc)
     assert data[4:8] == b"TFL3"
     text = open(cc).read()
     last = text.rindex("0x")
@@ -164,19 +165,17 @@ def test_one_c_array_reader_checks_the_declared_length(export_dir, tmp_path):
 
 
 def test_manifest_entry_found_from_the_model_path(export_dir, tmp_path):
-    from export import harness_manifest
-    from export.harness_common import HarnessError
+    from export.harness.common import HarnessError
+    from export.harness.manifest import arena_bytes, entry_for
 
-    manifest, entry = harness_manifest.entry_for(os.path.join(export_dir, "micro",
-                                                              "actor_model.h"))
+    manifest, entry = entry_for(os.path.join(export_dir, "micro", "actor_model.h"))
     assert entry["name"] == "micro" and manifest["variants"]["micro"]["file"] == entry["file"]
-    assert harness_manifest.arena_bytes(entry) == 2 * entry["tensor_arena_bytes"]
-    _, entry = harness_manifest.entry_for(os.path.join(export_dir, "actor_int8.tflite"))
+    assert arena_bytes(entry) == 2 * entry["tensor_arena_bytes"]
+    _, entry = entry_for(os.path.join(export_dir, "actor_int8.tflite"))
     assert entry["name"] == "int8"
-    assert harness_manifest.entry_for(str(tmp_path / "m.tflite")) == (None, None)
+    assert entry_for(str(tmp_path / "m.tflite")) == (None, None)
     with pytest.raises(HarnessError, match="does not exist"):
-        harness_manifest.entry_for(os.path.join(export_dir, "actor_int8.tflite"),
-                                   str(tmp_path / "nope.json"))
+        entry_for(os.path.join(export_dir, "actor_int8.tflite"), str(tmp_path / "nope.json"))
 
 
 def _unshare_works() -> bool:
@@ -204,8 +203,8 @@ def test_harness_without_proc_reports_na_instead_of_a_traceback(export_dir, tmp_
 
 
 def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
-    from export import harness_report
-    from export.harness_common import cpu_percent
+    from export.harness.common import cpu_percent
+    from export.harness.report import markdown_table
     from tests.test_evaluate import run_cli
 
     out = tmp_path / "e.json"
@@ -221,7 +220,7 @@ def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
     assert cpu_percent(1.0, 2.0) == 50.0
     row = {"name": "int8", "runtime": "litert", "steps_total": 20, "return_mean": 1.0,
            "cpu_percent_mean": None}
-    lines = harness_report.markdown_table([row]).splitlines()
+    lines = markdown_table([row]).splitlines()
     col = [h.strip() for h in lines[0].split("|")].index("CPU %")
     assert [c.strip() for c in lines[2].split("|")][col] == "n/a"
 
@@ -233,10 +232,10 @@ def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_pa
     obs = tmp_path / "observations.npy"
     args = [f"--export_dir={export_dir}", f"--observations={obs}"]
     proc = run_cli("record", *args, "--num_observations=64", "--steps_per_episode=16",
-                   module="export.harness_agreement")
+                   module="export.harness.agreement")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("actions", *args, f"--out={tmp_path}/x86/actions.npz",
-                   module="export.harness_agreement")
+                   module="export.harness.agreement")
     assert proc.returncode == 0, proc.stderr
     import numpy as np
 
@@ -258,7 +257,7 @@ def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_pa
     os.makedirs(tmp_path / "arm")
     np.savez(tmp_path / "arm/actions.npz", **moved)
     proc = run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm",
-                   module="export.harness_agreement")
+                   module="export.harness.agreement")
     assert proc.returncode == 1 and "tolerance for: fp32" in proc.stderr, proc.stderr
     result = json.loads((tmp_path / "crossarch.json").read_text())["variants"]
     assert result["int8"]["agree"] and result["int8"]["max_diff_lsb"]["arm"] == \
@@ -269,5 +268,5 @@ def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_pa
     assert not result["fp32"]["agree"] and result["fp32"]["max_abs_diff"]["arm"] > 1e-6
     moved["actions/int8"] = arrays["actions/int8"] + np.float32(2 * lsb)
     np.savez(tmp_path / "arm/actions.npz", **moved)
-    run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm", module="export.harness_agreement")
+    run_cli("compare", f"--out_dir={tmp_path}", "x86", "arm", module="export.harness.agreement")
     assert not json.loads((tmp_path / "crossarch.json").read_text())["variants"]["int8"]["agree"]

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from export import harness_fidelity
+from export.harness import fidelity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_STEPS = 1_024_000         # 500 PPO iterations of ppo_cpu (~2 min on 2 idle cores)
@@ -82,7 +82,7 @@ def test_a_broken_quantization_falls_outside_the_tolerance(evaluated):
     recipe the exporter's int8_normalisation study measures) loses the policy."""
     export, out, harness, root = evaluated
     sys.path.insert(0, REPO)
-    from export import jax2tf_bridge, observations, tflite
+    from export.convert import jax2tf_bridge, observations, tflite
     from jaxrl_lite.checkpoint import load_policy
     bundle = load_policy(str(export / ".." / "run"))
     pol = observations.numpy_policy(bundle.spec, bundle.actor_params, bundle.norm)
@@ -96,5 +96,5 @@ def test_a_broken_quantization_falls_outside_the_tolerance(evaluated):
     _run(["export.evaluate", f"--model={path}", f"--report={report}", "--name=naive_int8",
           *harness], timeout=600)
     row = json.loads(report.read_text())
-    fid = harness_fidelity.paired_fidelity(out["variants"]["fp32"], row)
+    fid = fidelity.paired_fidelity(out["variants"]["fp32"], row)
     assert abs(fid["return_ratio"] - 1.0) > TOLERANCE, fid["per_episode"]

@@ -220,9 +220,9 @@ run_x86() {
   local out=$OUT_DIR/x86
   mkdir -p "$out"
   say "x86: recording observations, actions and evaluate ($HOST_PY)"
-  (cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness_agreement record \
+  (cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness.agreement record \
      --export_dir="$EXPORT_DIR" --observations="$OUT_DIR/observations.npy" --seed="$SEED")
-  (cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness_agreement actions \
+  (cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness.agreement actions \
      --export_dir="$EXPORT_DIR" --observations="$OUT_DIR/observations.npy" \
      --out="$out/actions.npz")
   (cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.evaluate --export_dir="$EXPORT_DIR" \
@@ -247,7 +247,7 @@ heavy = [m for m in (\"jax\", \"jaxlib\", \"flax\", \"orbax\", \"tensorflow\", \
          if u.find_spec(m)]
 sys.exit(f\"error: the [pi] install pulled {heavy}\" if heavy else 0)"'
   say "$suite: actions on the recorded observations"
-  in_root "cd /tmp && /opt/pi/bin/python -m export.harness_agreement actions --export_dir=/export \
+  in_root "cd /tmp && /opt/pi/bin/python -m export.harness.agreement actions --export_dir=/export \
            --observations=/out/observations.npy --out=/out/$label/actions.npz"
   say "$suite: jaxrl-evaluate --export_dir ($EPISODES episode(s) per variant; slow under emulation)"
   in_root "cd /tmp && /opt/pi/bin/jaxrl-evaluate --export_dir=/export $HARNESS_ARGS \
@@ -266,7 +266,7 @@ T0=$SECONDS
 labels=()
 [[ -f $OUT_DIR/x86/actions.npz ]] && labels+=(x86)
 for s in "${SUITE_LIST[@]}"; do run_aarch64 "$s"; labels+=("aarch64-$s"); done
-(cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness_agreement compare \
+(cd "$REPO" && PYTHONPATH=$REPO "$HOST_PY" -m export.harness.agreement compare \
    --out_dir="$OUT_DIR" "${labels[@]}") || FAILED=1
 say "all done in $((SECONDS - T0)) s; table: $OUT_DIR/crossarch.md"
 exit $FAILED

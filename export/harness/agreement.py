@@ -1,9 +1,9 @@
 """Cross-platform agreement of exported models: the same inputs, the actions compared.
 
-  python -m export.harness_agreement record --export_dir=EXPORT --observations=OBS.npy
-  python -m export.harness_agreement actions --export_dir=EXPORT --observations=OBS.npy \
+  python -m export.harness.agreement record --export_dir=EXPORT --observations=OBS.npy
+  python -m export.harness.agreement actions --export_dir=EXPORT --observations=OBS.npy \
       --out=DIR/actions.npz
-  python -m export.harness_agreement compare --out_dir=OUT x86 aarch64-bookworm ...
+  python -m export.harness.agreement compare --out_dir=OUT x86 aarch64-bookworm ...
 
 ``record`` stores a fixed set of Ant-v5 observations (float32 [N, 105]) visited
 by the export's fp32 model (episodes seed, seed+1, ...), and the actions of one
@@ -34,9 +34,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from export import harness_common as hc
-from export import harness_manifest
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
+from export.harness.manifest import load_manifest
 
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export directory with manifest.json.")
 _OBS = flags.DEFINE_string("observations", None, "float32 [N, obs_dim] .npy file.")
@@ -52,7 +52,7 @@ LSB_TOL = 1.0
 
 def litert_variants(export_dir: str) -> dict[str, str]:
     """{variant name: .tflite path} of an export directory, in manifest order."""
-    manifest = harness_manifest.load_manifest(export_dir)
+    manifest = load_manifest(export_dir)
     return {name: os.path.join(export_dir, str(entry["file"]))
             for name, entry in manifest["variants"].items()
             if str(entry.get("file", "")).endswith(".tflite")}
@@ -78,7 +78,7 @@ def output_lsb(policy) -> float | None:
 
 def actions_on(path: str, observations: np.ndarray) -> tuple[np.ndarray, float | None]:
     """float32 [N, act_dim] actions of one .tflite model, and its output LSB."""
-    from export.harness_runtime import LiteRTPolicy, read_model_bytes
+    from export.harness.runtime import LiteRTPolicy, read_model_bytes
 
     policy = LiteRTPolicy(read_model_bytes(path), threads=1, name=os.path.basename(path))
     out = np.zeros((len(observations), policy.output_shape[-1]), np.float32)
@@ -93,8 +93,8 @@ def actions_on(path: str, observations: np.ndarray) -> tuple[np.ndarray, float |
 
 def record(export_dir: str, path: str, num: int, seed: int, steps: int) -> np.ndarray:
     """Observations visited by the fp32 model (first .tflite variant if none is fp32)."""
-    from export.harness_loop import make_env
-    from export.harness_runtime import LiteRTPolicy, read_model_bytes
+    from export.harness.loop import make_env
+    from export.harness.runtime import LiteRTPolicy, read_model_bytes
 
     variants = litert_variants(export_dir)
     if not variants:
@@ -141,7 +141,7 @@ def replay_path(observations_path: str) -> str:
 
 def replay(path: str) -> np.ndarray:
     """float64 [T + 1, obs_dim] observations of the recorded actions replayed open loop."""
-    from export.harness_loop import make_env
+    from export.harness.loop import make_env
 
     with np.load(path) as z:
         actions, seed = z["actions"], int(z["seed"])
@@ -160,7 +160,7 @@ def replay(path: str) -> np.ndarray:
 def load_observations(path: str) -> np.ndarray:
     if not path or not os.path.isfile(path):
         raise HarnessError(f"--observations={path}: no such file; make one with "
-                           f"`python -m export.harness_agreement record`")
+                           f"`python -m export.harness.agreement record`")
     obs = np.load(path)
     if obs.ndim != 2 or obs.dtype != np.float32:
         raise HarnessError(f"{path}: expected float32 [N, obs_dim], got {obs.dtype} {obs.shape}")

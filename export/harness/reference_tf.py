@@ -1,8 +1,8 @@
 """Comparison row: the exported TensorFlow SavedModel run with full TensorFlow.
 
-  python -m export.harness_tf --saved_model=EXPORT/saved_model --episodes=5 --seed=0
+  python -m export.harness.reference_tf --saved_model=EXPORT/saved_model --episodes=5 --seed=0
 
-Same episodes, loop and measurements as the LiteRT rows (export.harness_loop),
+Same episodes, loop and measurements as the LiteRT rows (export.harness.loop),
 in its own process, so the memory and CPU cost of the full runtime shows next
 to LiteRT's. Started by ``export.evaluate --export_dir`` where TF is installed.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-from export import harness_common as hc
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
 
 hc.define_common_flags()
 _SAVED = flags.DEFINE_string("saved_model", None, "SavedModel directory.")
@@ -77,7 +77,7 @@ class TFPolicy:
 
 
 def _main() -> int:
-    from export import harness_loop
+    from export.harness import loop
 
     if not _SAVED.value or not os.path.isdir(_SAVED.value):
         raise HarnessError(f"--saved_model={_SAVED.value} is not a directory")
@@ -86,34 +86,18 @@ def _main() -> int:
     def import_runtime():
         import tensorflow  # noqa: F401
 
-    report = _measure(harness_loop, constraints, import_runtime,
-                      lambda: TFPolicy(_SAVED.value, constraints["threads"]))
+    def load():
+        return TFPolicy(_SAVED.value, constraints["threads"])
+
+    f = flags.FLAGS
+    report = hc.measure_to_json(f.report, lambda: loop.measure(
+        (f.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
+        episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
+        warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
+        model_bytes=hc.dir_bytes(_SAVED.value)))
     print(report["name"], "ok")
     return 0
 
 
-def _measure(harness_loop, constraints, import_runtime, load) -> dict:
-    f = flags.FLAGS
-    try:
-        report = harness_loop.measure(
-            (flags.FLAGS.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
-            episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
-            warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
-            model_bytes=hc.dir_bytes(_SAVED.value))
-    except hc.BudgetExceeded as e:
-        if f.report and getattr(e, "report", None):
-            hc.write_json(f.report, e.report)
-        raise
-    if f.report:
-        hc.write_json(f.report, report)
-    return report
-
-
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    hc.run_child_cli(_main, TF_CPP_MIN_LOG_LEVEL="2")

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from export.harness_common import HarnessError
+from export.harness.common import HarnessError
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8
 
@@ -40,7 +40,7 @@ def read_model_bytes(path: str) -> bytes:
 def parse_c_array(path: str) -> bytes:
     """Bytes of the first ``NAME[] = {0x.., ...}`` initialiser in a C/C++ source file.
 
-    When the file also defines ``NAME_len = N;`` (as export/micro.py writes it),
+    When the file also defines ``NAME_len = N;`` (as export/convert/micro.py writes it),
     N must equal the number of bytes read: a truncated or edited array is an
     error, not a silently different model.
     """

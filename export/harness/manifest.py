@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from export.harness_common import HarnessError
+from export.harness.common import HarnessError
 
 MANIFEST = "manifest.json"
 

@@ -96,7 +96,7 @@ def define_common_flags() -> None:
 
 
 def define_model_flags() -> None:
-    """--model/--runtime/--manifest/--video (evaluate and harness_video); idempotent."""
+    """--model/--runtime/--manifest/--video (evaluate and harness.video); idempotent."""
     if "model" in flags.FLAGS:
         return
     flags.DEFINE_string("model", None, "A .tflite model (or, with --runtime=tflm, a TFLM "
@@ -344,6 +344,20 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def measure_to_json(path: str | None, measure: Callable[[], dict]) -> dict:
+    """``measure()``'s report, also written to ``path`` when given; on BudgetExceeded
+    the partial report it carries is written before the error goes on."""
+    try:
+        report = measure()
+    except BudgetExceeded as e:
+        if path and getattr(e, "report", None):
+            write_json(path, e.report)
+        raise
+    if path:
+        write_json(path, report)
+    return report
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main``; a HarnessError becomes one line on stderr and its exit code."""
     try:
@@ -352,3 +366,14 @@ def run_main(main: Callable[[], int | None]) -> None:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     sys.exit(rc or 0)
+
+
+def run_child_cli(main: Callable[[], int | None], **env_defaults: str) -> None:
+    """``python -m`` entry of a harness child process (video, reference rows): set
+    ``env_defaults`` unless the caller's environment has them, parse the flags with
+    absl (positional arguments are ignored) and run ``main`` under run_main."""
+    from absl import app
+
+    for key, value in env_defaults.items():
+        os.environ.setdefault(key, value)
+    app.run(lambda argv: run_main(main))

@@ -1,6 +1,6 @@
 """Structured pruning: remove whole hidden units and ship a smaller dense actor.
 
-Unstructured zeros (export/pruning.py) leave every tensor its full shape, so the
+Unstructured zeros (export/convert/pruning.py) leave every tensor its full shape, so the
 TFLite file, the TFLM arena and the latency stay those of the dense model. Here
 each hidden layer keeps ``round(keep * width)`` units, so the exported network
 is genuinely smaller (e.g. 105-64-64-8 -> 105-24-24-8 at keep=0.375).
@@ -26,32 +26,30 @@ from typing import Callable
 
 import numpy as np
 
+from export.convert.finetune import FinetuneConfig
 from jaxrl_lite.policy import PolicySpec
 
 
-@dataclasses.dataclass
-class StructuredConfig:
+@dataclasses.dataclass(kw_only=True)
+class StructuredConfig(FinetuneConfig):
     """keep: fraction of units kept per hidden layer, in (0, 1]; rounds: cuts from full
     to kept width; steps: Adam steps per round (twice that after the last cut and in
     each DAgger round); dagger_rounds: student-rollout relabelling rounds;
-    dagger_obs: observations collected per DAgger round."""
+    dagger_obs: observations collected per DAgger round (the rest: FinetuneConfig)."""
 
     keep: float = 0.375
     rounds: int = 4
-    steps: int = 3000
-    batch: int = 256
     lr: float = 1e-3
     dagger_rounds: int = 4
     dagger_obs: int = 4000
     dagger_noise: float = 0.1
-    seed: int = 0
 
     def __post_init__(self):
         if not (0.0 < float(self.keep) <= 1.0):
             raise ValueError(f"prune keep fraction must be in (0, 1], got {self.keep}")
-        if self.rounds < 1 or self.steps < 0 or self.batch < 1 or self.lr <= 0 \
-                or self.dagger_rounds < 0 or self.dagger_obs < 1:
+        if self.rounds < 1 or self.dagger_rounds < 0 or self.dagger_obs < 1:
             raise ValueError(f"invalid StructuredConfig {self}")
+        super().__post_init__()
 
 
 def kept_sizes(hidden_sizes, keep: float) -> tuple[int, ...]:
@@ -65,7 +63,7 @@ def _layers(params) -> dict:
 
 def hidden_activations(spec: PolicySpec, params, norm, obs: np.ndarray) -> list[np.ndarray]:
     """Post-activation outputs of every hidden layer, float32 [N, width_l] each."""
-    from export.observations import numpy_policy
+    from export.convert.observations import numpy_policy
     return numpy_policy(spec, params, norm, return_hidden=True)(obs)[1]
 
 
@@ -160,7 +158,7 @@ def structured_prune(spec: PolicySpec, params, norm, obs: np.ndarray, config: St
     collect(policy_fn, num_obs, seed) -> float32 [num_obs, obs_dim] rolls out a numpy
     policy (DAgger rounds; skipped when None). Returns (spec, params, report).
     """
-    from export.observations import numpy_policy
+    from export.convert.observations import numpy_policy
 
     teacher = numpy_policy(spec, params, norm)
     targets = teacher(obs)

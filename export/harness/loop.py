@@ -27,8 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-from export import harness_common as hc
-from export.harness_common import BudgetExceeded, machine_description
+from export.harness import common as hc
+from export.harness.common import BudgetExceeded, machine_description
 
 ENV_ID = "Ant-v5"
 _BUDGET_CHECK_EVERY = 256  # steps between peak-RSS checks against the budget
@@ -200,9 +200,9 @@ def measure(name: str, runtime: str, import_runtime: Callable[[], object],
     model loaded and warmed up -> episodes. Raises HarnessError on a shape
     mismatch and BudgetExceeded (with ``.report``) over the memory budget.
     """
-    from export.harness_runtime import check_shapes
+    from export.harness.runtime import check_shapes
 
-    from export.harness_common import HarnessError
+    from export.harness.common import HarnessError
     if episodes < 1:
         raise HarnessError(f"--episodes must be >= 1, got {episodes}")
     if max_episode_steps < 1:

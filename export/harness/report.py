@@ -1,8 +1,8 @@
 """Side-by-side outputs of the harness: Markdown table and PNG chart.
 
-Rows are per-variant report dicts (see harness_loop.measure); a row with an
+Rows are per-variant report dicts (see loop.measure); a row with an
 "error" or "skipped" key is shown with that note instead of figures. Rows with
-a ``vs_fp32`` entry (harness_fidelity.attach) get the paired return ratio with
+a ``vs_fp32`` entry (fidelity.attach) get the paired return ratio with
 its bootstrap 95 % interval and the bytes / p50-latency ratios against fp32.
 """
 from __future__ import annotations

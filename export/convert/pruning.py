@@ -15,25 +15,23 @@ import dataclasses
 
 import numpy as np
 
+from export.convert.finetune import FinetuneConfig
 from jaxrl_lite.policy import PolicySpec
 
 
-@dataclasses.dataclass
-class PruneConfig:
-    """steps: Adam steps in all; mask_updates: K; batch: obs per step; lr: peak rate."""
+@dataclasses.dataclass(kw_only=True)
+class PruneConfig(FinetuneConfig):
+    """steps: Adam steps in all; mask_updates: K (the rest: FinetuneConfig)."""
 
     sparsity: float = 0.5
-    steps: int = 3000
     mask_updates: int = 10
-    batch: int = 256
-    lr: float = 3e-4
-    seed: int = 0
 
     def __post_init__(self):
         if not (0.0 <= float(self.sparsity) < 1.0):
             raise ValueError(f"prune sparsity must be in [0, 1), got {self.sparsity}")
-        if self.steps < 0 or self.mask_updates < 1 or self.batch < 1 or self.lr <= 0:
+        if self.mask_updates < 1:
             raise ValueError(f"invalid PruneConfig {self}")
+        super().__post_init__()
 
 
 def _is_kernel(path) -> bool:

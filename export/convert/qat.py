@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning of the actor for the full-int8 TFLite model.
 
 The forward pass below fake-quantizes exactly where the TFLite converter's int8
-model quantizes (export/tflite.py, ``int8``):
+model quantizes (export/convert/tflite.py, ``int8``):
 
   z    = clip(normalize(obs))                       float (kept float in the model)
   QUANTIZE z                                        per tensor, asymmetric, range =
@@ -27,23 +27,19 @@ import dataclasses
 
 import numpy as np
 
+from export.convert.finetune import FinetuneConfig
 from jaxrl_lite.policy import PolicySpec
 
 QMIN, QMAX = -128, 127
 TANH_SCALE = 1.0 / 128.0
 
 
-@dataclasses.dataclass
-class QATConfig:
-    steps: int = 3000
-    batch: int = 256
-    lr: float = 3e-4
-    per_channel: bool = True
-    seed: int = 0
+@dataclasses.dataclass(kw_only=True)
+class QATConfig(FinetuneConfig):
+    """per_channel: int8 weight scales per output column, else per tensor (the rest:
+    FinetuneConfig)."""
 
-    def __post_init__(self):
-        if self.steps < 0 or self.batch < 1 or self.lr <= 0:
-            raise ValueError(f"invalid QATConfig {self}")
+    per_channel: bool = True
 
 
 def _ste(x, q):

@@ -1,6 +1,6 @@
 """Comparison row: the JAX actor straight from the training checkpoint.
 
-  python -m export.harness_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
+  python -m export.harness.reference_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
 
 action = jaxrl_lite.policy.deterministic_action(spec, params, norm, obs), jitted
 on the CPU, with the same episodes, loop and measurements as the LiteRT rows,
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-from export import harness_common as hc
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
 
 hc.define_common_flags()
 _CKPT = flags.DEFINE_string("checkpoint", None, "Run dir, checkpoints/ dir or one step dir.")
@@ -57,7 +57,7 @@ class JaxPolicy:
 
 
 def _main() -> int:
-    from export import harness_loop
+    from export.harness import loop
 
     if not _CKPT.value or not os.path.exists(_CKPT.value):
         raise HarnessError(f"--checkpoint={_CKPT.value} does not exist")
@@ -76,28 +76,19 @@ def _main() -> int:
         holder["p"] = JaxPolicy(_CKPT.value)
         return holder["p"]
 
-    try:
-        report = harness_loop.measure(
+    def measure():
+        report = loop.measure(
             (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints, episodes=f.episodes,
             seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
             model_path=os.path.abspath(_CKPT.value), model_bytes=None)
-    except hc.BudgetExceeded as e:
-        if f.report and getattr(e, "report", None):
-            hc.write_json(f.report, e.report)
-        raise
-    report["model"] = holder["p"].source
-    report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
-    if f.report:
-        hc.write_json(f.report, report)
+        report["model"] = holder["p"].source
+        report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
+        return report
+
+    report = hc.measure_to_json(f.report, measure)
     print(report["name"], "ok")
     return 0
 
 
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    app.run(main)
+    hc.run_child_cli(_main, JAX_PLATFORMS="cpu")

@@ -1,6 +1,6 @@
 """Record one Ant-v5 episode driven by an exported model, with MuJoCo's offscreen renderer.
 
-  python -m export.harness_video --model=EXPORT/actor_int8.tflite --video=ant.mp4
+  python -m export.harness.video --model=EXPORT/actor_int8.tflite --video=ant.mp4
 
 Runs in its own process (``export.evaluate --video`` starts it after the
 measurements) so the GL context never adds to a variant's memory figures.
@@ -14,10 +14,10 @@ import os
 import shutil
 import subprocess
 
-from absl import app, flags
+from absl import flags
 
-from export import harness_common as hc
-from export.harness_common import HarnessError
+from export.harness import common as hc
+from export.harness.common import HarnessError
 
 hc.define_common_flags()
 hc.define_model_flags()
@@ -33,20 +33,20 @@ GL_HELP = ("install a headless GL backend: EGL (Debian: libegl1 libegl-mesa0, MU
 
 
 def _policy():
-    from export import harness_runtime
-    from export.harness_manifest import arena_bytes, entry_for
-    data = harness_runtime.read_model_bytes(_MODEL.value)
+    from export.harness import runtime
+    from export.harness.manifest import arena_bytes, entry_for
+    data = runtime.read_model_bytes(_MODEL.value)
     if _RUNTIME.value == "tflm":
         _, entry = entry_for(_MODEL.value, _MANIFEST.value)
         entry = entry or {}
-        return harness_runtime.TFLMPolicy(data, harness_runtime.micro_quantization(entry),
+        return runtime.TFLMPolicy(data, runtime.micro_quantization(entry),
                                           arena_bytes(entry), _MODEL.value)
-    return harness_runtime.LiteRTPolicy(data, 1, _MODEL.value)
+    return runtime.LiteRTPolicy(data, 1, _MODEL.value)
 
 
 def _render_env(width: int, height: int):
     """(env, first obs, first frame); one-line HarnessError without a GL backend."""
-    from export.harness_loop import make_env
+    from export.harness.loop import make_env
     try:
         env = make_env(_STEPS.value, render_mode="rgb_array")
         env.unwrapped.width, env.unwrapped.height = width, height
@@ -118,11 +118,5 @@ def _main() -> int:
     return 0
 
 
-def main(argv):
-    del argv
-    hc.run_main(_main)
-
-
 if __name__ == "__main__":
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    app.run(main)
+    hc.run_child_cli(_main, MUJOCO_GL="egl")
