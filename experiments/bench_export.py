@@ -40,7 +40,7 @@ def _python(*args) -> None:
 
 
 def kernel_agreement(export_dir: str, manifest: dict, num_obs: int, seed: int) -> dict:
-    """TFLM vs LiteRT (XNNPACK and builtin kernels) on the int8 model, in output LSB,
+    """TFLM vs LiteRT (XNNPACK, builtin and reference kernels) on the int8 models, in output LSB,
     over observations of full-length deterministic fp32-policy episodes."""
     from export.convert import micro, observations, tflite
     from jaxrl_lite.checkpoint import load_policy
@@ -56,11 +56,13 @@ def kernel_agreement(export_dir: str, manifest: dict, num_obs: int, seed: int) -
         arena = manifest["variants"][name].get("tensor_arena_bytes") or 16384
         runs = {"litert_xnnpack": tflite.run(model, obs),
                 "litert_builtin": tflite.run(model, obs, delegates=False),
+                "litert_reference": tflite.run(model, obs, reference=True),
                 "tflm": micro.run(model, obs, arena + micro.ARENA_MARGIN,
                                   tflite.io_details(model))}
         pairs = {}
         for a, b in (("tflm", "litert_xnnpack"), ("tflm", "litert_builtin"),
-                     ("litert_builtin", "litert_xnnpack")):
+                     ("tflm", "litert_reference"), ("litert_builtin", "litert_xnnpack"),
+                     ("litert_reference", "litert_builtin")):
             lsb = np.abs(runs[a] - runs[b]) / step
             pairs[f"{a}_vs_{b}"] = {"max_lsb": float(lsb.max()),
                                     "fraction_nonzero": float(np.mean(lsb > 0.01)),

@@ -192,42 +192,25 @@ def test_reset_noise_matches_gymnasium_distribution(env):
 
 
 def test_out_of_range_and_nan_actions_follow_mujoco(env):
-    import gymnasium as gym
+    from tests.ant_actions import BIG, one_nan, steppers
 
-    g = gym.make("Ant-v5").unwrapped
-    g.reset(seed=5)
-    qpos, qvel = g.data.qpos.copy(), g.data.qvel.copy()
-
-    def gym_step(a):
-        g.set_state(qpos, qvel)
-        obs, r, *_ = g.step(np.asarray(a, np.float64))
-        return obs, r
-
-    def mjx_step(a):
-        st = env.reset_to(np.stack([qpos] * N), np.stack([qvel] * N))
-        st = env.step(st, jnp.asarray(np.stack([a] * N), jnp.float32))
-        return np.asarray(st.obs[0]), float(st.reward[0]), st
-
-    big = np.array([5, -5, 1e11, -np.inf, np.inf, 0.3, -0.3, 2], np.float32)
-    clipped = np.clip(big, -1, 1)
-    o_big, r_big, st_big = mjx_step(big)
+    gym_step, mjx_step = steppers(env)
+    clipped = np.clip(BIG, -1, 1)
+    o_big, r_big, st_big = mjx_step(BIG)
     o_clip, r_clip, _ = mjx_step(clipped)
     # Physics sees the clamped control (MuJoCo clamps to ctrlrange) ...
     np.testing.assert_allclose(o_big, o_clip, atol=1e-6)
     # ... while ctrl cost uses the raw action, as gymnasium does.
     assert float(st_big.info["reward_ctrl"][0]) == -np.inf
-    with np.errstate(over="ignore", invalid="ignore"):
-        g_obs, g_r = gym_step(big)
+    g_obs, g_r = gym_step(BIG)
     assert g_r == r_big == -np.inf
     g_clip, _ = gym_step(clipped)
     np.testing.assert_allclose(g_obs, g_clip, atol=1e-9)  # MuJoCo C clamps too
 
-    nan = np.full(8, 0.5, np.float32)
-    nan[3] = np.nan
-    o_nan, r_nan, st_nan = mjx_step(nan)
+    o_nan, r_nan, st_nan = mjx_step(one_nan())
     o_zero, _, _ = mjx_step(np.zeros(8, np.float32))
     # Native MuJoCo 4.0: any NaN ctrl -> warning, every actuator gets 0 ...
-    g_nan, g_rnan = gym_step(nan)
+    g_nan, g_rnan = gym_step(one_nan())
     g_zero, _ = gym_step(np.zeros(8))
     np.testing.assert_array_equal(g_nan, g_zero)
     # ... and MJX does the same: finite physics equal to the zero action,

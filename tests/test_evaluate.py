@@ -145,6 +145,14 @@ def run_cli(*args, module="export.evaluate", env=None, timeout=240):
                           capture_output=True, text=True, timeout=timeout, env=e)
 
 
+def run_report(tmp_path, name: str, *args) -> dict:
+    """Run the harness CLI with ``--report``; assert success; -> the report JSON."""
+    out = tmp_path / f"{name}.json"
+    proc = run_cli(*args, f"--report={out}", *SHORT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -272,11 +280,8 @@ def test_every_pi_side_module_imports_without_jax_or_tensorflow():
 def test_int8_run_reports_memory_latency_and_overhead(export_dir, tmp_path):
     # The figures against the targets (RSS, µs latency, overhead) are benchmark
     # output (WORKSPACE.md), not assertions: they depend on the machine and its load.
-    out = tmp_path / "int8.json"
-    proc = run_cli(f"--model={export_dir}/actor_int8.tflite", "--threads=1",
-                   f"--report={out}", *SHORT)
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(out.read_text())
+    r = run_report(tmp_path, "int8", f"--model={export_dir}/actor_int8.tflite",
+                   "--threads=1")
     assert r["rss_mb_peak"] > 0 and 0 < r["latency_us_p50"] <= r["latency_us_max"]
     assert 0 <= r["harness_overhead_fraction"] < 1
     assert r["model_bytes"] < os.path.getsize(f"{export_dir}/actor_fp32.tflite") / 2
@@ -285,11 +290,8 @@ def test_int8_run_reports_memory_latency_and_overhead(export_dir, tmp_path):
 def test_tflm_runtime_applies_manifest_quantization(export_dir, tmp_path):
     from ai_edge_litert import interpreter as litert
 
-    out = tmp_path / "tflm.json"
-    proc = run_cli(f"--model={export_dir}/micro/actor_model.cc", "--runtime=tflm",
-                   f"--report={out}", *SHORT)
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(out.read_text())
+    r = run_report(tmp_path, "tflm", f"--model={export_dir}/micro/actor_model.cc",
+                   "--runtime=tflm")
     q = json.load(open(f"{export_dir}/manifest.json"))["variants"]["micro"]["quantization"]
     assert q["input"]["dtype"] == "int8" == q["output"]["dtype"]
     man = {f"{side}_{k}": q[side][k] for side in q for k in ("scale", "zero_point")}
@@ -369,11 +371,8 @@ def wrong_models(tmp_path_factory):
 
 
 def test_profile_sets_threads_budget_and_states_emulation(export_dir, tmp_path):
-    out = tmp_path / "p.json"
-    proc = run_cli(f"--model={export_dir}/actor_int8.tflite", "--profile=pi_zero_2",
-                   f"--report={out}", *SHORT)
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(out.read_text())
+    r = run_report(tmp_path, "p", f"--model={export_dir}/actor_int8.tflite",
+                   "--profile=pi_zero_2")
     m = r["machine"]
     assert m["profile"]["name"] == "pi_zero_2" and m["threads"] == 4 == r["threads"]
     assert r["memory_budget_mb"] == 384 and r["within_budget"] is True

@@ -335,38 +335,20 @@ def test_out_of_range_and_nan_actions_follow_gymnasium():
     huge or infinite action == physics of the clipped one) while the ctrl cost uses
     the raw action (-inf reward); any NaN ctrl makes MuJoCo zero every actuator
     (finite physics == zero action) and the reward NaN, not terminated."""
-    n = 2
-    env = envs.make("Ant-v5", backend="mujoco", num_envs=n)
-    g = _gym_env()
-    g.reset(seed=5)
-    qpos, qvel = g.data.qpos.copy(), g.data.qvel.copy()
+    from tests.ant_actions import BIG, one_nan, steppers
 
-    def gym_step(a):
-        g.set_state(qpos, qvel)
-        with np.errstate(over="ignore", invalid="ignore"):
-            obs, r, *_ = g.step(np.asarray(a, np.float64))
-        return obs, r
-
-    def ours(a):
-        st = env.reset_to(np.stack([qpos] * n), np.stack([qvel] * n))
-        st = env.step(st, jnp.asarray(np.stack([a] * n), jnp.float32))
-        return np.asarray(st.obs[0]), float(st.reward[0]), st
-
-    big = np.array([5, -5, 1e11, -np.inf, np.inf, 0.3, -0.3, 2], np.float32)
-    clipped = np.clip(big, -1, 1)
-    o_big, r_big, st_big = ours(big)
-    o_clip, _, _ = ours(clipped)
+    gym_step, ours = steppers(envs.make("Ant-v5", backend="mujoco", num_envs=2))
+    o_big, r_big, st_big = ours(BIG)
+    o_clip, _, _ = ours(np.clip(BIG, -1, 1))
     np.testing.assert_array_equal(o_big, o_clip)
     assert float(st_big.info["reward_ctrl"][0]) == -np.inf
-    g_big, g_r = gym_step(big)
+    g_big, g_r = gym_step(BIG)
     assert g_r == r_big == -np.inf
     np.testing.assert_array_equal(o_big, g_big.astype(np.float32))
 
-    nan = np.full(8, 0.5, np.float32)
-    nan[3] = np.nan
-    o_nan, r_nan, st_nan = ours(nan)
+    o_nan, r_nan, st_nan = ours(one_nan())
     o_zero, _, _ = ours(np.zeros(8, np.float32))
-    g_nan, g_rnan = gym_step(nan)
+    g_nan, g_rnan = gym_step(one_nan())
     np.testing.assert_array_equal(o_nan, o_zero)
     np.testing.assert_array_equal(o_nan, g_nan.astype(np.float32))
     assert np.isfinite(o_nan).all() and np.isnan(r_nan) and np.isnan(g_rnan)

@@ -253,12 +253,17 @@ def gzip_bytes(data: bytes) -> int:
 
 # ---------------------------------------------------------------- running
 
-def interpreter(model: bytes, num_threads: int = 1, delegates: bool = True):
-    """A ready LiteRT interpreter; ``delegates=False`` runs the builtin kernels
-    only (no XNNPACK), the reference the sparse/TFLM comparisons use."""
+def interpreter(model: bytes, num_threads: int = 1, delegates: bool = True,
+                reference: bool = False):
+    """A ready LiteRT interpreter; ``delegates=False`` runs the builtin (optimised)
+    kernels only (no XNNPACK), the reference the sparse/TFLM comparisons use;
+    ``reference=True`` runs LiteRT's reference kernels (the slow, readable ones)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    kwargs = {} if delegates else {
-        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    kwargs = {}
+    if reference:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
+    elif not delegates:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     it = Interpreter(model_content=model, num_threads=num_threads, **kwargs)
     it.allocate_tensors()
     return it
@@ -274,9 +279,11 @@ def io_details(model: bytes) -> dict:
             "output_quant": list(map(float, o["quantization"]))}
 
 
-def run(model: bytes, obs: Iterable[np.ndarray], delegates: bool = True) -> np.ndarray:
-    """LiteRT actions for obs [N, obs_dim] (one [1, obs_dim] invoke each) -> [N, act_dim]."""
-    it = interpreter(model, delegates=delegates)
+def run(model: bytes, obs: Iterable[np.ndarray], delegates: bool = True,
+        reference: bool = False) -> np.ndarray:
+    """LiteRT actions for obs [N, obs_dim] (one [1, obs_dim] invoke each) -> [N, act_dim]
+    (kernels chosen as in :func:`interpreter`)."""
+    it = interpreter(model, delegates=delegates, reference=reference)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     out = []
     for row in np.asarray(obs, np.float32):
