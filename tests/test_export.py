@@ -176,15 +176,15 @@ def test_sizes_and_pruning(export, probe):
     assert len(int8) <= 0.45 * len(fp32)
     recipe = manifest["variants"]["int8"]["quantization_recipe"]
     assert len(int8) == recipe["candidates"][recipe["chosen"]]["bytes"]
-    # structured pruning: a genuinely smaller dense network (64 -> 24 units per layer)
+    # structured pruning: a genuinely smaller dense network (64 -> 25 units per layer)
     v = manifest["variants"]["pruned_int8"]
     assert v["architecture"]["before"] == [105, 64, 64, 8]
-    assert v["architecture"]["after"] == [105, 24, 24, 8]
+    assert v["architecture"]["after"] == [105, 25, 25, 8]
     ws = tflite.weight_sparsity(pruned)
-    assert ws["total"] == 105 * 24 + 24 * 24 + 24 * 8 and ws["sparsity"] < 0.1
+    assert ws["total"] == 105 * 25 + 25 * 25 + 25 * 8 and ws["sparsity"] < 0.1
     assert len(pruned) <= 0.6 * len(int8)
     assert v["tensor_arena_bytes"] <= manifest["variants"]["int8"]["tensor_arena_bytes"]
-    assert v["pruning"]["rounds"][0]["hidden_sizes"] == [44, 44]  # gradual: 64 -> 44 -> 24
+    assert v["pruning"]["rounds"][0]["hidden_sizes"] == [44, 44]  # gradual: 64 -> 44 -> 25
     # (a random actor distilled for 2 x 300 steps; the trained policy's figures are in
     # WORKSPACE.md) the distilled network is far closer than the bare cut
     rounds = v["pruning"]["rounds"]

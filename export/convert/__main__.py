@@ -1,7 +1,7 @@
 r"""Export a trained actor: SavedModel, TFLite variants, ONNX, TFLite-Micro C array.
 
     python -m export.convert --run_dir=DIR --out_dir=EXPORT \
-        [--checkpoint=STEP_DIR] [--prune_keep=0.375] [--qat=auto] [--studies] \
+        [--checkpoint=STEP_DIR] [--prune_keep=0.39] [--qat=auto] [--studies] \
         [--variants=fp32,fp16,...]
 
 Everything is built in a temporary directory next to ``out_dir`` and renamed
@@ -36,7 +36,7 @@ def _define_flags():
     flags.DEFINE_string("out_dir", None, "Export directory to create (or replace).")
     flags.DEFINE_string("checkpoint", None, "A checkpoint step directory (default: the newest "
                         "checkpoint of --run_dir).")
-    flags.DEFINE_float("prune_keep", 0.375, "pruned_int8: fraction of hidden units kept per "
+    flags.DEFINE_float("prune_keep", 0.39, "pruned_int8: fraction of hidden units kept per "
                        "layer (structured pruning), in (0, 1].")
     flags.DEFINE_integer("prune_rounds", 4, "pruned_int8: cuts from full to kept width.")
     flags.DEFINE_integer("prune_steps", 3000, "pruned_int8: distillation Adam steps per cut.")

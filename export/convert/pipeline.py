@@ -44,7 +44,7 @@ class ExportOptions:
     """Knobs of one export; defaults are the CLI's."""
 
     variants: tuple[str, ...] = ALL_VARIANTS
-    prune_keep: float = 0.375
+    prune_keep: float = 0.39
     prune_rounds: int = 4
     prune_steps: int = 3000
     dagger_rounds: int = 4

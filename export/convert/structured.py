@@ -3,7 +3,7 @@
 Unstructured zeros (export/convert/pruning.py) leave every tensor its full shape, so the
 TFLite file, the TFLM arena and the latency stay those of the dense model. Here
 each hidden layer keeps ``round(keep * width)`` units, so the exported network
-is genuinely smaller (e.g. 105-64-64-8 -> 105-24-24-8 at keep=0.375).
+is genuinely smaller (e.g. 105-64-64-8 -> 105-25-25-8 at keep=0.39).
 
 Recipe, in ``rounds`` steps from the full width down to the kept width:
   1. importance of unit j of hidden layer l, measured on real visited observations:
@@ -37,7 +37,7 @@ class StructuredConfig(FinetuneConfig):
     each DAgger round); dagger_rounds: student-rollout relabelling rounds;
     dagger_obs: observations collected per DAgger round (the rest: FinetuneConfig)."""
 
-    keep: float = 0.375
+    keep: float = 0.39
     rounds: int = 4
     lr: float = 1e-3
     dagger_rounds: int = 4
