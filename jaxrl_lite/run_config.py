@@ -65,6 +65,10 @@ class TrainConfig:
     algo: str = _flag("ppo", "Algorithm: " + " | ".join(agents.names()) + ".")
     env: str = _flag("Ant-v5", "Environment name (jaxrl_lite.envs registry).")
     backend: str = _flag("auto", "Physics backend: auto | mjx | mujoco.")
+    train_env_kwargs: str = _flag(
+        "", "Environment keywords for the training envs only, as a JSON object, e.g. "
+        "'{\"healthy_z_range\": [0.2, 0.9]}' (train on a stricter bound than the task); "
+        "evaluation always uses the plain --env. Observations must keep their size.")
     seed: int = _flag(0, "Random seed (params, env resets, sampling).")
     resume: bool = _flag(False, "Continue the run in out_dir from its newest checkpoint "
                          "(flags must match its config.json).")
@@ -125,6 +129,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                           f"{', '.join(envs.BACKENDS)}")
     if not config.out_dir:
         raise ConfigError("--out_dir is required")
+    train_env_kwargs(config)
     for name, minimum in (("checkpoint_every_steps", 1), ("keep_checkpoints", 1),
                           ("log_every_steps", 1), ("eval_envs", 1), ("eval_every_steps", 0),
                           ("stop_after_steps", 0), ("resume_step", 0)):
@@ -150,6 +155,21 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--algo={config.algo}: {e}") from None
     return dataclasses.replace(config, agent_config=agent_config,
                                out_dir=os.path.abspath(config.out_dir))
+
+
+def train_env_kwargs(config: TrainConfig) -> dict:
+    """``--train_env_kwargs`` parsed: a dict (empty for ""). Raises ConfigError."""
+    text = config.train_env_kwargs.strip()
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"--train_env_kwargs is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--train_env_kwargs must be a JSON object of env keywords, got "
+                          f"{text!r}")
+    return kwargs
 
 
 def _first_difference(saved: dict, now: dict, out_dir: str) -> str | None:

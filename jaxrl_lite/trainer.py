@@ -40,7 +40,7 @@ from typing import Callable
 
 from absl import logging
 
-from jaxrl_lite import agents, checkpoint, faults
+from jaxrl_lite import agents, checkpoint, faults, run_config
 from jaxrl_lite.run_config import (CONFIG_FILE, RUNTIME_FILE, ConfigError, TrainConfig,
                                    TrainingError, plan_out_dir, validate)
 
@@ -245,11 +245,19 @@ def _build(config: TrainConfig) -> _Run:
     mod = agents.get(config.algo)
     ac = config.agent_config
     mesh = sharding.make_mesh(config.num_devices or None, num_envs=ac.num_envs)
-    env = sharding.shard_env(
-        envs.make(config.env, backend=config.backend, num_envs=ac.num_envs, auto_reset=True),
-        mesh)
+    try:
+        train_env = envs.make(config.env, backend=config.backend, num_envs=ac.num_envs,
+                              auto_reset=True, **run_config.train_env_kwargs(config))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--train_env_kwargs: {e}") from None
+    env = sharding.shard_env(train_env, mesh)
     eval_env = envs.make(config.env, backend=config.backend, num_envs=config.eval_envs,
                          auto_reset=False)
+    if train_env.observation_size != eval_env.observation_size:
+        raise ConfigError(f"--train_env_kwargs changes the observation size "
+                          f"({train_env.observation_size} instead of "
+                          f"{eval_env.observation_size}); the policy is evaluated and "
+                          f"exported on the plain --env={config.env}")
     check_env = getattr(mod, "check_env", None)   # optional: config vs env, before any write
     if check_env is not None:
         try:

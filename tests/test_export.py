@@ -5,6 +5,7 @@ re-measures fidelity itself on a fresh set of real Ant-v5 observations
 (rollouts with a different seed than the exporter's held-out set) against
 ``jaxrl_lite.policy.deterministic_action``.
 """
+import dataclasses
 import gzip
 import json
 import os
@@ -248,12 +249,15 @@ def test_quantization_aware_finetuning(export, probe):
                                                        cands[k]["action_mae_vs_jax"]))
 
 
-def test_fake_quant_matches_the_converter(run_dir, tmp_path):
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fake_quant_matches_the_converter(run_dir, tmp_path, activation):
     """The QAT forward pass simulates the converter's int8 model: same actions to a few
-    output steps (1/128) on real observations."""
+    output steps (1/128) on real observations. RELU is fused into FULLY_CONNECTED (its
+    output range starts at 0), TANH is an op of its own with a fixed output scale."""
     import jax.numpy as jnp
     from export.convert import jax2tf_bridge, qat
     _, spec, params, norm = run_dir
+    spec = dataclasses.replace(spec, activation=activation)
     pol = observations.numpy_policy(spec, params, norm)
     obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
     calib = jax2tf_bridge.clip_to_normalizer_range(obs, norm)

@@ -140,6 +140,32 @@ def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
     assert e.value.exit_code == 2
 
 
+def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
+    """A stricter healthy bound for training: the training envs terminate where the
+    evaluation envs (the plain task) do not."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl_lite import trainer
+    from jaxrl_lite.agents.ppo.train import Config
+
+    config = trainer.validate(trainer.TrainConfig(
+        out_dir=str(tmp_path / "kw"), env="Ant-v5", backend="mujoco", eval_envs=2,
+        train_env_kwargs='{"healthy_z_range": [0.2, 0.5]}',
+        agent_config=Config(num_envs=2, unroll_length=4, num_minibatches=2, num_epochs=1,
+                            total_steps=64)))
+    run = trainer._build(config)
+    assert run.env.config.healthy_z_range == (0.2, 0.5)
+    assert run.eval_env.config.healthy_z_range == (0.2, 1.0)
+    zero = jnp.zeros((2, run.env.action_size), jnp.float32)
+    key = jax.random.PRNGKey(0)
+    # The ant starts with its torso at z = 0.75: unhealthy for training only.
+    train_done = run.env.step(run.env.reset(key), zero).info["terminated"]
+    eval_done = run.eval_env.step(run.eval_env.reset(key), zero).info["terminated"]
+    assert np.all(np.asarray(train_done) == 1) and np.all(np.asarray(eval_done) == 0)
+    assert not os.path.exists(config.out_dir)
+
+
 def test_resume_step_continues_from_an_older_checkpoint_exactly(runs):
     d = str(runs["base"] / "resume_step")
     shutil.copytree(runs["a"], d)
@@ -267,6 +293,10 @@ def _bad_cases(base, a):
          None),
         ("resume_diff", ["--resume", "--seed=1"], r"--seed=1 differs .*seed=0",
          copy("diff")),
+        ("train_env_kwargs_json", ["--train_env_kwargs={max_episode_steps: 5}"],
+         r"--train_env_kwargs is not valid JSON", None),
+        ("train_env_kwargs_key", ['--train_env_kwargs={"healthy_z_range": [0.2, 0.9]}'],
+         r"--train_env_kwargs: .*unexpected keyword argument 'healthy_z_range'", None),
     ]
     for item in ("state", "policy"):
         for how, phrase in DAMAGE.items():
@@ -299,7 +329,7 @@ def bad_results(runs):
 BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
        "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
        "other_run", "resume_diff", "wrong_algo_flag", "resume_step_absent",
-       "resume_step_without_resume"] + [
+       "resume_step_without_resume", "train_env_kwargs_json", "train_env_kwargs_key"] + [
     f"damaged_{item}_{how}" for item in ("state", "policy") for how in DAMAGE]
 
 

@@ -76,9 +76,16 @@ def _layer_list(spec: PolicySpec, params):
     return [p[f"hidden_{i}"] for i in range(len(spec.hidden_sizes))] + [p["out"]]
 
 
+def _fused(spec: PolicySpec) -> bool:
+    """The converter fuses RELU into the FULLY_CONNECTED before it: that op's output is
+    the activation, quantized over its own range (which starts at 0)."""
+    return spec.activation == "relu"
+
+
 def float_ranges(spec: PolicySpec, params, norm, obs):
     """Calibration ranges (lo, hi) of z and of every FULLY_CONNECTED output: the float
-    network's min/max over ``obs`` [N, obs_dim] (what the converter records)."""
+    network's min/max over ``obs`` [N, obs_dim] (what the converter records; after
+    the activation where it is fused)."""
     import jax.numpy as jnp
 
     from jaxrl_lite import normalizer
@@ -88,9 +95,13 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
     ranges = [(x.min(), x.max())]
     layers = _layer_list(spec, params)
     for i, layer in enumerate(layers):
+        hidden = i + 1 < len(layers)
         x = x @ layer["kernel"] + layer["bias"]
+        if hidden and _fused(spec):
+            x = act(x)
         ranges.append((x.min(), x.max()))
-        x = act(x) if i + 1 < len(layers) else jnp.tanh(x)
+        if not (hidden and _fused(spec)):
+            x = act(x) if hidden else jnp.tanh(x)
     return ranges
 
 
@@ -104,10 +115,14 @@ def fake_quant_action(spec: PolicySpec, params, norm, obs, ranges, per_channel: 
     x = fake_quant_activation(normalizer.normalize(norm, obs), *ranges[0])
     layers = _layer_list(spec, params)
     for i, layer in enumerate(layers):
+        hidden = i + 1 < len(layers)
         pre = x @ fake_quant_weight(layer["kernel"], per_channel) + layer["bias"]
+        if hidden and _fused(spec):
+            x = fake_quant_activation(act(pre), *ranges[i + 1])
+            continue
         pre = fake_quant_activation(pre, *ranges[i + 1])
-        if i + 1 < len(layers) and spec.activation != "tanh":
-            x = act(pre)  # quantized with the next layer's input range
+        if hidden and spec.activation != "tanh":
+            x = act(pre)  # an op of its own, quantized with its batch range
             x = fake_quant_activation(x, x.min(), x.max())
         else:
             x = fake_quant_tanh(jnp.tanh(pre))
