@@ -96,11 +96,12 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
     layers = _layer_list(spec, params)
     for i, layer in enumerate(layers):
         hidden = i + 1 < len(layers)
+        fused = hidden and _fused(spec)
         x = x @ layer["kernel"] + layer["bias"]
-        if hidden and _fused(spec):
+        if fused:
             x = act(x)
         ranges.append((x.min(), x.max()))
-        if not (hidden and _fused(spec)):
+        if not fused:
             x = act(x) if hidden else jnp.tanh(x)
     return ranges
 
