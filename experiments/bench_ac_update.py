@@ -49,7 +49,8 @@ def time_updates(config, n: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_lite import envs, replay
+    from jaxrl_lite import envs
+    from jaxrl_lite.blocks import replay
     from jaxrl_lite.agents.actor_critic import train as ac
 
     env = envs.make("Ant-v5", backend="mujoco", num_envs=config.num_envs)

@@ -43,7 +43,7 @@ def kernel_agreement(export_dir: str, manifest: dict, num_obs: int, seed: int) -
     """TFLM vs LiteRT (XNNPACK, builtin and reference kernels) on the int8 models, in output LSB,
     over observations of full-length deterministic fp32-policy episodes."""
     from export.convert import micro, observations, tflite
-    from jaxrl_lite.checkpoint import load_policy
+    from jaxrl_lite.run.checkpoint import load_policy
     bundle = load_policy(manifest["source_checkpoint"])
     pol = observations.numpy_policy(bundle.spec, bundle.actor_params, bundle.norm)
     obs = observations.collect_observations(pol, num_obs, seed, action_noise=0.0,

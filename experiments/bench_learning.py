@@ -23,8 +23,8 @@ import time
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
-from jaxrl_lite import evaluation, trainer
-from jaxrl_lite.trainer import ConfigError
+from jaxrl_lite.run import evaluation, trainer
+from jaxrl_lite.run.trainer import ConfigError
 
 _EPISODES = flags.DEFINE_integer("episodes", 10, "gymnasium evaluation episodes.")
 _GYM_SEED = flags.DEFINE_integer("gym_seed", 1000, "Seed of the first evaluation episode.")

@@ -6,7 +6,7 @@
 Each device count runs in its own subprocess (on a CPU-only machine with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, so N host "devices"
 share the machine's cores; on a GPU machine the first N GPUs). Each child
-builds the agent with ``jaxrl_lite.sharding`` (env batch sharded over a
+builds the agent with ``jaxrl_lite.blocks.sharding`` (env batch sharded over a
 1-D mesh, parameters replicated), compiles, runs one warm-up iteration, then
 times ``--iterations`` iterations. Reported per device count: global num_envs,
 env steps/s, speedup over the smallest device count and efficiency =
@@ -88,7 +88,8 @@ def measure(devices: int) -> dict:
     """One device count, in this process (the child)."""
     import jax
 
-    from jaxrl_lite import agents, envs, sharding
+    from jaxrl_lite import agents, envs
+    from jaxrl_lite.blocks import sharding
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:

@@ -22,8 +22,8 @@ import time
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
-from jaxrl_lite import trainer
-from jaxrl_lite.run_config import RUNTIME_FILE
+from jaxrl_lite.run import trainer
+from jaxrl_lite.run.run_config import RUNTIME_FILE
 
 _MINUTES = flags.DEFINE_float("minutes", 15.0, "Training wall time in minutes.")
 _SETTLE = flags.DEFINE_float("settle_s", 60.0, "Growth is measured from the first record "

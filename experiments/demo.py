@@ -3,7 +3,7 @@
 Runs the stages in order into a fresh directory ``runs/demo-<timestamp>/``
 (nothing earlier is overwritten):
 
-  1. ``jaxrl_lite.trainer.train`` in this process, configured from the training
+  1. ``jaxrl_lite.run.trainer.train`` in this process, configured from the training
      preset --flagfile=experiments/configs/ppo_smoke.flags (as experiments.train);
   2. python -m export.convert     --run_dir=RUN --out_dir=RUN/export
   3. python -m export.evaluate    --export_dir=RUN/export   (table + chart + JSON)
@@ -18,7 +18,7 @@ import time
 from absl import app, flags
 
 from experiments import train  # the training flags, for the preset
-from jaxrl_lite import trainer
+from jaxrl_lite.run import trainer
 
 _FLAGFILE = flags.DEFINE_string(
     "train_flagfile", "experiments/configs/ppo_smoke.flags", "Training preset.")
@@ -29,7 +29,7 @@ _SKIP_TRAIN = flags.DEFINE_string(
 
 
 def _train(flagfile: str, run_dir: str) -> None:
-    print(f"\n=== train: jaxrl_lite.trainer.train(--flagfile={flagfile} --out_dir={run_dir})",
+    print(f"\n=== train: jaxrl_lite.run.trainer.train(--flagfile={flagfile} --out_dir={run_dir})",
           flush=True)
     t0 = time.perf_counter()
     try:

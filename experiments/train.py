@@ -1,4 +1,4 @@
-"""The training CLI: absl flags -> ``TrainConfig`` -> ``jaxrl_lite.trainer.train``.
+"""The training CLI: absl flags -> ``TrainConfig`` -> ``jaxrl_lite.run.trainer.train``.
 
     python -m experiments.train --algo=ppo|ac --env=Ant-v5 --backend=auto|mjx|mujoco \
         --num_envs=N --total_steps=S --seed=K --out_dir=DIR [--resume [--resume_step=N]] \
@@ -7,7 +7,7 @@
 Every field of the chosen algorithm's ``Config`` dataclass is also a flag (see
 ``jaxrl_lite.agents``); a field both algorithms define with different defaults
 has flag default None = "the algorithm's default". What is written into DIR,
-how resume and restarts work: ``jaxrl_lite.trainer`` and ``jaxrl_lite.run_config``.
+how resume and restarts work: ``jaxrl_lite.run.trainer`` and ``jaxrl_lite.run.run_config``.
 
 Every error is one line on stderr: exit status 2 for bad input (before any
 compilation and without touching DIR), 3 for divergence, 4 for a failed
@@ -48,7 +48,7 @@ import typing  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jaxrl_lite import agents  # noqa: E402
-from jaxrl_lite.run_config import EXIT_BAD_INPUT, ConfigError, TrainConfig  # noqa: E402
+from jaxrl_lite.run.run_config import EXIT_BAD_INPUT, ConfigError, TrainConfig  # noqa: E402
 
 
 # ----------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def parse_flags(argv):
 
 def initialize_distributed() -> None:
     """jax.distributed start-up from the multi-host flags (no-op for one process)."""
-    from jaxrl_lite import multihost
+    from jaxrl_lite.run import multihost
     if _COORD.value is not None or FLAGS.num_processes != 1:
         multihost.initialize(_COORD.value, FLAGS.num_processes, _PID.value,
                                timeout_s=_DIST_TIMEOUT.value)
@@ -230,7 +230,7 @@ def initialize_distributed() -> None:
 def run_cli(config_check=None) -> dict:
     """Flags -> config -> train, every error as one line; ``config_check(config)``
     may add caller-specific checks (raise ConfigError). Returns the summary."""
-    from jaxrl_lite import multihost, trainer
+    from jaxrl_lite.run import multihost, trainer
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
     _one_line_background_errors()
     out_dir = FLAGS.out_dir

@@ -4,7 +4,7 @@
         --num_processes=2 --process_id=I --out_dir=DIR [--algo=ppo] [--num_envs=8] \
         [--iterations=3] [--resume]
 
-Trains ``--algo`` on ``--env`` (PointMass-v0) with jaxrl_lite.sharding over every
+Trains ``--algo`` on ``--env`` (PointMass-v0) with jaxrl_lite.blocks.sharding over every
 device of every process, saves one checkpoint (all processes take part; orbax
 writes each process's shards), and process 0 alone writes ``result.json``
 (per-iteration losses). With ``--resume`` it first restores the newest
@@ -58,7 +58,8 @@ def main(argv):
     del argv
     import jax
 
-    from jaxrl_lite import multihost, sharding
+    from jaxrl_lite.run import multihost
+    from jaxrl_lite.blocks import sharding
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
@@ -71,7 +72,8 @@ def main(argv):
             "num_processes", "out_dir", "algo", "env", "backend", "num_envs", "num_devices",
             "iterations", "seed", "hidden", "resume")}
         multihost.check_consistent(settings, timeout_s=FLAGS.timeout_s)
-        from jaxrl_lite import agents, checkpoint, envs
+        from jaxrl_lite import agents, envs
+        from jaxrl_lite.run import checkpoint
         agent = agents.get(FLAGS.algo)
         config = small_config(agent, FLAGS.algo, FLAGS.num_envs, FLAGS.hidden)
         config.validate()

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_lite import agents, envs, policy, replay
+from jaxrl_lite import agents, envs
+from jaxrl_lite.blocks import policy, replay
 from jaxrl_lite.agents.actor_critic import losses, networks
 from jaxrl_lite.agents.actor_critic import train as ac
 
@@ -388,7 +389,7 @@ def test_launcher_trains_ac_and_resumes_bit_exactly(tmp_path):
 
     import orbax.checkpoint as ocp
 
-    from jaxrl_lite import checkpoint, metrics
+    from jaxrl_lite.run import checkpoint, metrics
     a, b, c = (str(tmp_path / n) for n in "abc")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         runs = [pool.submit(_train, f"--out_dir={a}"),

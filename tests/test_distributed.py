@@ -1,4 +1,4 @@
-"""Data-parallel training (jaxrl_lite.sharding, jaxrl_lite.multihost): sharded == single-device
+"""Data-parallel training (jaxrl_lite.blocks.sharding, jaxrl_lite.run.multihost): sharded == single-device
 math, a real two-process jax.distributed run with checkpoint + resume, and
 one-line errors for bad input.
 
@@ -49,7 +49,8 @@ _COMPARE = textwrap.dedent(f"""
     import jax, numpy as np
     jax.config.update("jax_compilation_cache_dir", os.environ["JAXRL_LITE_JAX_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from jaxrl_lite import agents, envs, sharding
+    from jaxrl_lite import agents, envs
+    from jaxrl_lite.blocks import sharding
     from tests.distributed_worker import small_config
 
     def run(algo, num_devices, env_name="PointMass-v0", backend="auto"):
@@ -182,7 +183,7 @@ def test_two_processes_train_checkpoint_and_resume(compare, tmp_path):
     """2 processes x 2 CPU devices through jax.distributed on localhost: each
     process steps its own 4 of the 8 envs, the losses equal the single-device
     run's, one checkpoint is written, and both processes resume from it."""
-    from jaxrl_lite import checkpoint
+    from jaxrl_lite.run import checkpoint
 
     out = tmp_path / "run"
     out.mkdir()
@@ -265,14 +266,14 @@ def test_inconsistent_flags_between_processes(tmp_path):
     (("127.0.0.1:1234", 0, 0), "num_processes must be a positive integer"),
 ])
 def test_initialize_rejects_bad_flags_before_connecting(args, message):
-    from jaxrl_lite import multihost
+    from jaxrl_lite.run import multihost
     with pytest.raises(ValueError) as e:
         multihost.initialize(*args, timeout_s=1)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_single_process_is_a_no_op_and_primary():
-    from jaxrl_lite import multihost
+    from jaxrl_lite.run import multihost
     multihost.initialize("127.0.0.1:1234", 1, 0)
     assert multihost.is_primary()
     multihost.check_consistent({"a": 1})
@@ -295,7 +296,7 @@ def test_launcher_two_processes_write_one_run(tmp_path):
     """The user-facing path: two `experiments.train` processes on localhost through
     jax.distributed train one run; process 0 alone writes config/metrics/curve,
     both write their shards of the one checkpoint, and the policy loads."""
-    from jaxrl_lite import checkpoint
+    from jaxrl_lite.run import checkpoint
 
     port = _free_port()
     out = tmp_path / "run"

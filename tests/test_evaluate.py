@@ -1,7 +1,7 @@
 """Tests of the Pi-side evaluation harness (export/evaluate.py and export/harness/).
 
 A module-scoped fixture builds a small real export directory: a 256x256 tanh
-actor (jaxrl_lite.policy's network, random weights, normaliser fitted on real
+actor (jaxrl_lite.blocks.policy's network, random weights, normaliser fitted on real
 Ant-v5 observations) saved as a jaxrl_lite checkpoint, and the same function
 in TensorFlow exported as a SavedModel, an fp32 .tflite, a float-I/O int8
 .tflite and a full-int8 TFLite-Micro C array, with a manifest.json in the
@@ -55,8 +55,9 @@ def build_export_dir(root: str, hidden=(256, 256), in_dim=OBS_DIM, out_dim=ACT_D
     import jax
     import tensorflow as tf
 
-    from jaxrl_lite import checkpoint, normalizer
-    from jaxrl_lite.policy import PolicySpec, init_actor_params
+    from jaxrl_lite.run import checkpoint
+    from jaxrl_lite.blocks import normalizer
+    from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
     obs = ant_observations()
     spec = PolicySpec(env="Ant-v5", obs_dim=OBS_DIM, act_dim=ACT_DIM, hidden_sizes=hidden)

@@ -3,7 +3,7 @@
 One export of a small (64, 64) actor is built once per module; every check
 re-measures fidelity itself on a fresh set of real Ant-v5 observations
 (rollouts with a different seed than the exporter's held-out set) against
-``jaxrl_lite.policy.deterministic_action``.
+``jaxrl_lite.blocks.policy.deterministic_action``.
 """
 import dataclasses
 import gzip
@@ -22,8 +22,8 @@ jax = require("jax")
 require("tensorflow")
 
 from export.convert import micro, observations, pipeline, pruning, tflite  # noqa: E402
-from jaxrl_lite.checkpoint import Checkpointer  # noqa: E402
-from jaxrl_lite.policy import PolicySpec, deterministic_action, init_actor_params  # noqa: E402
+from jaxrl_lite.run.checkpoint import Checkpointer  # noqa: E402
+from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action, init_actor_params  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HIDDEN = (64, 64)
@@ -508,7 +508,7 @@ def test_cli_exports_and_replaces(run_dir, tmp_path):
                                                    ("elu", False), ("silu", True)])
 def test_numpy_actor_matches_jax(activation, layer_norm):
     """observations.numpy_policy (rollouts for calibration, distillation, pruning
-    importance) computes the same function as jaxrl_lite.policy.deterministic_action."""
+    importance) computes the same function as jaxrl_lite.blocks.policy.deterministic_action."""
     spec = PolicySpec("Ant-v5", 105, 8, (32, 16), activation, layer_norm)
     params, norm = make_actor(spec, seed=3) if activation == "tanh" else (
         jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(3))),

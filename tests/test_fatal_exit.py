@@ -10,7 +10,7 @@ from tests.test_train_cli import ROOT
 
 TERMINATE = """
 import ctypes, ctypes.util, threading, time
-from jaxrl_lite import fatal_exit
+from jaxrl_lite.run import fatal_exit
 why = fatal_exit.arm("run: error: the runtime stopped", 5)
 assert why is None, why
 libstdcxx = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")

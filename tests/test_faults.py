@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrl_lite import checkpoint, metrics
+from jaxrl_lite.run import checkpoint, metrics
 from tests.test_train_cli import (COMMON, LOG_LINE, ROOT, _env, _strip, assert_same_run,
                                   train)
 

@@ -89,7 +89,7 @@ def fp32_and_int8(tmp_path_factory):
     import jax
 
     from export.convert import jax2tf_bridge, observations, tflite
-    from jaxrl_lite.policy import PolicySpec, init_actor_params
+    from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
     spec = PolicySpec("Ant-v5", 105, 8, (32, 32))
     params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(1)))
     params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 50.0

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_lite import envs, evaluation, policy
+from jaxrl_lite import envs
+from jaxrl_lite.run import evaluation
+from jaxrl_lite.blocks import policy
 from jaxrl_lite.agents import ppo
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.agents.ppo import train as ppo_train

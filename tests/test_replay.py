@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_lite import envs, replay
+from jaxrl_lite import envs
+from jaxrl_lite.blocks import replay
 
 
 def _batch(start: int, n: int, obs_dim=3, act_dim=2, truncated_every=0):

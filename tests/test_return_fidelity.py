@@ -83,7 +83,7 @@ def test_a_broken_quantization_falls_outside_the_tolerance(evaluated):
     export, out, harness, root = evaluated
     sys.path.insert(0, REPO)
     from export.convert import jax2tf_bridge, observations, tflite
-    from jaxrl_lite.checkpoint import load_policy
+    from jaxrl_lite.run.checkpoint import load_policy
     bundle = load_policy(str(export / ".." / "run"))
     pol = observations.numpy_policy(bundle.spec, bundle.actor_params, bundle.norm)
     calib = observations.collect_observations(pol, 300, 4, action_noise=0.3)

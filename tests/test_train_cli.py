@@ -16,7 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxrl_lite import agents, checkpoint, metrics
+from jaxrl_lite import agents
+from jaxrl_lite.run import checkpoint, metrics
 from tests.deps import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +122,7 @@ def test_resume_reproduces_uninterrupted_run_exactly(runs):
 
 
 def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
-    from jaxrl_lite import trainer
+    from jaxrl_lite.run import trainer
     from jaxrl_lite.agents.ppo.train import Config
 
     out = str(tmp_path / "api")
@@ -146,7 +147,7 @@ def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_lite import trainer
+    from jaxrl_lite.run import trainer
     from jaxrl_lite.agents.ppo.train import Config
 
     config = trainer.validate(trainer.TrainConfig(
@@ -422,8 +423,8 @@ def test_metrics_writer_truncates_records_after_the_resumed_checkpoint(tmp_path)
 def test_bench_gym_evaluation_runs_the_checkpointed_policy_in_gymnasium(tmp_path):
     import jax
 
-    from jaxrl_lite import evaluation
-    from jaxrl_lite import normalizer, policy
+    from jaxrl_lite.run import evaluation
+    from jaxrl_lite.blocks import normalizer, policy
 
     spec = policy.PolicySpec(env="Ant-v5", obs_dim=105, act_dim=8, hidden_sizes=(8,))
     actor = policy.init_actor_params(spec, jax.random.PRNGKey(0))

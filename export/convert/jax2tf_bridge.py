@@ -1,6 +1,6 @@
 """JAX -> TensorFlow: the deployed actor as a SavedModel with a static signature.
 
-The exported function is exactly ``jaxrl_lite.policy.deterministic_action``
+The exported function is exactly ``jaxrl_lite.blocks.policy.deterministic_action``
 with the checkpoint's params and frozen normaliser baked in as constants:
 
     raw obs float32 [1, obs_dim] -> tanh(torso(normalize(obs))) float32 [1, act_dim]
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxrl_lite.policy import PolicySpec, deterministic_action
+from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "obs"
@@ -48,7 +48,7 @@ def jax_actions(spec: PolicySpec, actor_params, norm, obs: np.ndarray) -> np.nda
 def clip_to_normalizer_range(obs: np.ndarray, norm) -> np.ndarray:
     """Raw obs [N, obs_dim] clipped per feature to mean +- CLIP * std, so that their
     normalised features lie in [-CLIP, CLIP] (calibration data of unclipped graphs)."""
-    from jaxrl_lite import normalizer
+    from jaxrl_lite.blocks import normalizer
     mean = np.asarray(norm.mean, np.float32)
     std = np.sqrt(np.maximum(np.asarray(norm.var, np.float32), 0.0)) + normalizer.STD_EPS
     # 0.999: float rounding must not carry a clipped feature past CLIP.

@@ -3,7 +3,7 @@
 Observations come from rollouts of the checkpoint's own deterministic policy
 (plus Gaussian action noise, so that a barely trained policy still visits
 varied, contact-rich states) in gymnasium's ``Ant-v5`` on the CPU. The policy
-runs in NumPy (float32, the same formula as ``jaxrl_lite.policy``), so a
+runs in NumPy (float32, the same formula as ``jaxrl_lite.blocks.policy``), so a
 rollout costs one small matmul per step and no JAX dispatch.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from jaxrl_lite import normalizer
-from jaxrl_lite.policy import PolicySpec
+from jaxrl_lite.blocks import normalizer
+from jaxrl_lite.blocks.policy import PolicySpec
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 

@@ -126,7 +126,7 @@ def load_bundle(run_dir: str | None, checkpoint: str | None):
         raise ExportError(f"--run_dir={run_dir} does not exist or is not a directory")
     if checkpoint and not os.path.isdir(checkpoint):
         raise ExportError(f"--checkpoint={checkpoint} does not exist or is not a directory")
-    from jaxrl_lite.checkpoint import CheckpointError, load_policy
+    from jaxrl_lite.run.checkpoint import CheckpointError, load_policy
     from export.convert import observations
     try:
         bundle = load_policy(path)

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -86,7 +86,7 @@ def prune_and_distill(spec: PolicySpec, actor_params, norm, obs: np.ndarray,
     import jax.numpy as jnp
     import optax
 
-    from jaxrl_lite.policy import deterministic_action
+    from jaxrl_lite.blocks.policy import deterministic_action
 
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), actor_params)
     norm = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), norm)

@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec
 
 QMIN, QMAX = -128, 127
 TANH_SCALE = 1.0 / 128.0
@@ -88,8 +88,8 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
     the activation where it is fused)."""
     import jax.numpy as jnp
 
-    from jaxrl_lite import normalizer
-    from jaxrl_lite.policy import ACTIVATIONS
+    from jaxrl_lite.blocks import normalizer
+    from jaxrl_lite.blocks.policy import ACTIVATIONS
     act = ACTIVATIONS[spec.activation]
     x = normalizer.normalize(norm, obs)
     ranges = [(x.min(), x.max())]
@@ -110,8 +110,8 @@ def fake_quant_action(spec: PolicySpec, params, norm, obs, ranges, per_channel: 
     """The int8 model's action, simulated in float: obs [N, obs_dim] -> [N, act_dim]."""
     import jax.numpy as jnp
 
-    from jaxrl_lite import normalizer
-    from jaxrl_lite.policy import ACTIVATIONS
+    from jaxrl_lite.blocks import normalizer
+    from jaxrl_lite.blocks.policy import ACTIVATIONS
     act = ACTIVATIONS[spec.activation]
     x = fake_quant_activation(normalizer.normalize(norm, obs), *ranges[0])
     layers = _layer_list(spec, params)

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -122,7 +122,7 @@ def distill(spec: PolicySpec, params, norm, obs: np.ndarray, targets: np.ndarray
     import jax.numpy as jnp
     import optax
 
-    from jaxrl_lite.policy import deterministic_action
+    from jaxrl_lite.blocks.policy import deterministic_action
 
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
     if steps == 0:

@@ -2,7 +2,7 @@
 
   python -m export.harness.reference_jax --checkpoint=RUN_DIR --episodes=5 --seed=0
 
-action = jaxrl_lite.policy.deterministic_action(spec, params, norm, obs), jitted
+action = jaxrl_lite.blocks.policy.deterministic_action(spec, params, norm, obs), jitted
 on the CPU, with the same episodes, loop and measurements as the LiteRT rows,
 in its own process. Started by ``export.evaluate --export_dir`` (checkpoint
 from manifest.json's "source_checkpoint") where JAX is installed.
@@ -29,7 +29,8 @@ class JaxPolicy:
     def __init__(self, path: str):
         import jax
         import numpy as np
-        from jaxrl_lite import checkpoint, policy
+        from jaxrl_lite.run import checkpoint
+        from jaxrl_lite.blocks import policy
 
         try:
             bundle = checkpoint.load_policy(path)
@@ -70,7 +71,7 @@ def _main() -> int:
 
     def import_runtime():
         import jax  # noqa: F401
-        from jaxrl_lite import checkpoint  # noqa: F401 (orbax comes with it)
+        from jaxrl_lite import checkpoint  # noqa: F401 (orbax comes with it
 
     def load():
         holder["p"] = JaxPolicy(_CKPT.value)

@@ -1,7 +1,7 @@
 """Agent registry and the ONE interface every algorithm implements.
 
-``jaxrl_lite.trainer`` (the one training loop), ``jaxrl_lite.checkpoint``,
-``jaxrl_lite.metrics`` and ``jaxrl_lite.evaluation`` talk to an algorithm only
+``jaxrl_lite.run.trainer`` (the one training loop), ``jaxrl_lite.run.checkpoint``,
+``jaxrl_lite.run.metrics`` and ``jaxrl_lite.run.evaluation`` talk to an algorithm only
 through the module-level names below, so PPO (``agents/ppo``) and the
 TD3-style actor-critic (``agents/actor_critic``) are interchangeable.
 

@@ -31,10 +31,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrl_lite import normalizer
+from jaxrl_lite.blocks import normalizer
 from jaxrl_lite.agents.actor_critic import networks
-from jaxrl_lite.policy import MLP, PolicySpec
-from jaxrl_lite.replay import Transition
+from jaxrl_lite.blocks.policy import MLP, PolicySpec
+from jaxrl_lite.blocks.replay import Transition
 
 
 def smooth_action(action: jax.Array, noise: jax.Array, noise_scale: float,

@@ -1,6 +1,6 @@
 """Networks of the deterministic actor-critic (DDPG / TD3).
 
-Actor: exactly the deployable policy of :mod:`jaxrl_lite.policy`,
+Actor: exactly the deployable policy of :mod:`jaxrl_lite.blocks.policy`,
     action = tanh(actor_torso(spec)(normalize(obs)))      [..., act_dim] in [-1, 1]
 so the exporter needs nothing specific to this algorithm.
 
@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxrl_lite import normalizer
-from jaxrl_lite.policy import ACTIVATIONS, MLP, PolicySpec, actor_torso
+from jaxrl_lite.blocks import normalizer
+from jaxrl_lite.blocks.policy import ACTIVATIONS, MLP, PolicySpec, actor_torso
 
 
 def actor_action(spec: PolicySpec, actor_params, norm: normalizer.NormalizerState,

@@ -37,11 +37,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxrl_lite import normalizer, replay
+from jaxrl_lite.blocks import normalizer, replay
 from jaxrl_lite.agents import flag_field as _f
 from jaxrl_lite.agents.actor_critic import losses, networks
 from jaxrl_lite.envs.core import episode_metrics
-from jaxrl_lite.policy import PolicySpec, init_actor_params
+from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
 NAME = "ac"
 
@@ -176,7 +176,7 @@ class Config:
         if self.exploration_noise_final > self.exploration_noise:
             raise ValueError(f"exploration_noise_final ({self.exploration_noise_final}) must "
                              f"be <= exploration_noise ({self.exploration_noise})")
-        from jaxrl_lite.policy import ACTIVATIONS
+        from jaxrl_lite.blocks.policy import ACTIVATIONS
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
                              f"got {self.activation!r}")

@@ -4,7 +4,7 @@ and a value MLP.
 Policy: ``u ~ N(loc, exp(log_std))`` with ``loc = actor_torso(normalize(obs))``
 and a learned, state-independent ``log_std [act_dim]``; the action sent to the
 environment is ``a = tanh(u)`` in (-1, 1). The deterministic (eval/export)
-action is ``tanh(loc)`` = :func:`jaxrl_lite.policy.deterministic_action`.
+action is ``tanh(loc)`` = :func:`jaxrl_lite.blocks.policy.deterministic_action`.
 Rollouts store the pre-squash sample ``u`` so log-probabilities never need
 ``atanh`` of a saturated action.
 """
@@ -15,8 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxrl_lite import normalizer, policy
-from jaxrl_lite.policy import MLP, PolicySpec
+from jaxrl_lite.blocks import normalizer, policy
+from jaxrl_lite.blocks.policy import MLP, PolicySpec
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxrl_lite import normalizer, sharding
+from jaxrl_lite.blocks import normalizer, sharding
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.agents import flag_field as _f
 from jaxrl_lite.envs.core import Env, State, episode_metrics
-from jaxrl_lite.policy import ACTIVATIONS, PolicySpec
+from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec
 
 NAME = "ppo"
 

@@ -8,12 +8,12 @@ that does not fill up within the timeout, ends with one line on stderr and
 exit status 2, not a hang or a C++ abort. Once running, a process whose peer
 dies (SIGKILL, OOM, lost host) exits with one line and status 5
 (:data:`EXIT_PEER_LOST`), whichever way jax notices: a failed collective
-raises in Python (the trainer turns it into :class:`~jaxrl_lite.trainer.PeerLost`),
+raises in Python (the trainer turns it into :class:`~jaxrl_lite.run.trainer.PeerLost`),
 and the runtime's own C++ threads end in ``std::terminate``, which
-:mod:`jaxrl_lite.fatal_exit` turns into the same line. The checkpoints on disk
+:mod:`jaxrl_lite.run.fatal_exit` turns into the same line. The checkpoints on disk
 stay intact; restarting every process with ``--resume`` continues the run.
 
-How the batch is laid out over the processes' devices: :mod:`jaxrl_lite.sharding`.
+How the batch is laid out over the processes' devices: :mod:`jaxrl_lite.blocks.sharding`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import jax
 
-from jaxrl_lite import fatal_exit
+from jaxrl_lite.run import fatal_exit
 
 EXIT_TIMEOUT = 2          # exit status when processes do not all join in time
 EXIT_PEER_LOST = 5        # exit status when another process of the run died

@@ -12,9 +12,9 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from jaxrl_lite import policy
+from jaxrl_lite.blocks import policy
 from jaxrl_lite.envs.core import Env
-from jaxrl_lite.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec
 
 
 def make_evaluator(env: Env, spec: PolicySpec):
@@ -61,7 +61,8 @@ def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "An
     import jax
     import numpy as np
 
-    from jaxrl_lite import checkpoint, policy
+    from jaxrl_lite.run import checkpoint
+    from jaxrl_lite.blocks import policy
 
     bundle = checkpoint.load_policy(run_dir)
     act = jax.jit(lambda obs: policy.deterministic_action(

@@ -1,6 +1,6 @@
 """The training loop: ``train(TrainConfig) -> summary`` for every algorithm.
 
-    from jaxrl_lite import trainer
+    from jaxrl_lite.run import trainer
     from jaxrl_lite.agents.ppo.train import Config
     summary = trainer.train(trainer.TrainConfig(
         out_dir="runs/x", algo="ppo", env="PointMass-v0",
@@ -40,8 +40,9 @@ from typing import Callable
 
 from absl import logging
 
-from jaxrl_lite import agents, checkpoint, faults, run_config
-from jaxrl_lite.run_config import (CONFIG_FILE, RUNTIME_FILE, ConfigError, TrainConfig,
+from jaxrl_lite import agents
+from jaxrl_lite.run import checkpoint, faults, run_config
+from jaxrl_lite.run.run_config import (CONFIG_FILE, RUNTIME_FILE, ConfigError, TrainConfig,
                                    TrainingError, plan_out_dir, validate)
 
 __all__ = ["train", "prepare", "validate", "TrainConfig", "TrainingError", "ConfigError",
@@ -83,7 +84,8 @@ class Plan:
 def prepare(config: TrainConfig) -> Plan:
     """Validate ``config`` and its out_dir on every process (nothing is written);
     raises ConfigError. ``train`` calls it; callers may call it early."""
-    from jaxrl_lite import multihost, sharding
+    from jaxrl_lite.run import multihost
+    from jaxrl_lite.blocks import sharding
 
     config = validate(config)
     try:
@@ -200,7 +202,7 @@ def _writes(what: str, out_dir: str, kept: Callable[[], int | None]):
 def _set_aside_newer(plan: Plan) -> None:
     """Resuming from an older checkpoint: process 0 moves the newer steps to
     discarded_checkpoints/ (kept for inspection, out of orbax's way)."""
-    from jaxrl_lite import multihost
+    from jaxrl_lite.run import multihost
 
     out = plan.config.out_dir
     if plan.set_aside and multihost.is_primary():
@@ -240,7 +242,8 @@ class _Run:
 def _build(config: TrainConfig) -> _Run:
     import jax
 
-    from jaxrl_lite import envs, sharding
+    from jaxrl_lite import envs
+    from jaxrl_lite.blocks import sharding
 
     mod = agents.get(config.algo)
     ac = config.agent_config
@@ -283,7 +286,7 @@ def _initial_state(run: _Run, plan: Plan, ckpt: checkpoint.Checkpointer):
     """-> (train state, start iteration, resumed-from step or None, wall_s so far)."""
     import jax
 
-    from jaxrl_lite import sharding
+    from jaxrl_lite.blocks import sharding
 
     mod, ac = run.mod, run.agent_config
 
@@ -328,7 +331,7 @@ def train(config: TrainConfig | Plan,
     config = plan.config
     import jax
 
-    from jaxrl_lite import multihost
+    from jaxrl_lite.run import multihost
 
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
@@ -364,7 +367,9 @@ def _loop(run: _Run, plan: Plan, ckpt, state, start_iter, resumed_from, wall_off
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrl_lite import envs, evaluation, metrics, multihost, progress, sharding
+    from jaxrl_lite import envs
+    from jaxrl_lite.run import evaluation, metrics, multihost, progress
+    from jaxrl_lite.blocks import sharding
 
     config, mod, ac = run.config, run.mod, run.agent_config
     steps_per_iter, total_iters, stop_it = run.steps_per_iter, run.total_iters, run.stop_it

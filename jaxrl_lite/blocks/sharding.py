@@ -28,8 +28,8 @@ num_processes of them when every process has the same device count;
 Everything replicated is identical on every process. Every process must call
 ``Checkpointer.save``/``restore`` (orbax writes each process's shards and lets
 process 0 write metadata); only process 0 writes metrics, plots and
-config files (:func:`jaxrl_lite.multihost.is_primary`). Start-up and failure
-handling of the processes: :mod:`jaxrl_lite.multihost`.
+config files (:func:`jaxrl_lite.run.multihost.is_primary`). Start-up and failure
+handling of the processes: :mod:`jaxrl_lite.run.multihost`.
 
 Typical use (runnable reference: ``tests/distributed_worker.py``)::
 

@@ -1,7 +1,7 @@
 """Compile a few lines of C once per machine and load them with ctypes.
 
 Used by the native backend's batched step (:mod:`jaxrl_lite.envs.native_cstep`)
-and by :mod:`jaxrl_lite.fatal_exit`. A shared object is code this process
+and by :mod:`jaxrl_lite.run.fatal_exit`. A shared object is code this process
 runs, so it is cached only in a per-user directory created 0700
 (:func:`cache_dir`), named by a hash of the source, compiler and flags, and
 loaded only if it and its directory belong to this user and are not writable

@@ -23,7 +23,8 @@ import json
 import os
 import typing
 
-from jaxrl_lite import agents, checkpoint, metrics
+from jaxrl_lite import agents
+from jaxrl_lite.run import checkpoint, metrics
 
 CONFIG_FILE = "config.json"
 RUNTIME_FILE = "runtime.jsonl"
