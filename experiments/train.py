@@ -48,7 +48,8 @@ import typing  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jaxrl_lite import agents  # noqa: E402
-from jaxrl_lite.run.run_config import EXIT_BAD_INPUT, ConfigError, TrainConfig  # noqa: E402
+from jaxrl_lite.run.errors import EXIT_BAD_INPUT, ConfigError  # noqa: E402
+from jaxrl_lite.run.run_config import TrainConfig  # noqa: E402
 
 
 # ----------------------------------------------------------------------------

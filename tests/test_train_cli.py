@@ -147,15 +147,15 @@ def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_lite.run import trainer
     from jaxrl_lite.agents.ppo.train import Config
+    from jaxrl_lite.run import setup, trainer
 
     config = trainer.validate(trainer.TrainConfig(
         out_dir=str(tmp_path / "kw"), env="Ant-v5", backend="mujoco", eval_envs=2,
         train_env_kwargs='{"healthy_z_range": [0.2, 0.5]}',
         agent_config=Config(num_envs=2, unroll_length=4, num_minibatches=2, num_epochs=1,
                             total_steps=64)))
-    run = trainer._build(config)
+    run = setup.build(config)
     assert run.env.config.healthy_z_range == (0.2, 0.5)
     assert run.eval_env.config.healthy_z_range == (0.2, 1.0)
     zero = jnp.zeros((2, run.env.action_size), jnp.float32)

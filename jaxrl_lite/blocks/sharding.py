@@ -31,14 +31,14 @@ process 0 write metadata); only process 0 writes metrics, plots and
 config files (:func:`jaxrl_lite.run.multihost.is_primary`). Start-up and failure
 handling of the processes: :mod:`jaxrl_lite.run.multihost`.
 
-Typical use (runnable reference: ``tests/distributed_worker.py``)::
+Typical use, through the one object a trainer needs (runnable reference:
+``tests/distributed_worker.py``)::
 
     multihost.initialize(addr, num_processes, process_id)   # multi-host only
-    mesh = sharding.make_mesh(num_devices, num_envs=config.num_envs)
-    env = sharding.shard_env(envs.make(name, num_envs=config.num_envs), mesh)
-    state, shardings = sharding.sharded_init(
-        lambda: agent.init(config, env, key), mesh, config.num_envs)
-    step = sharding.data_parallel(agent.make_train_iteration(config, env), shardings)
+    dp = sharding.DataParallel(num_devices, config.num_envs)
+    env = dp.shard_env(envs.make(name, num_envs=config.num_envs))
+    state = dp.init(lambda: agent.init(config, env, key))
+    step = dp.compile(agent.make_train_iteration(config, env), state)
     state, metrics = step(state)
 """
 from __future__ import annotations
@@ -287,3 +287,37 @@ def describe(mesh: Mesh) -> dict:
             "local_devices": len([d for d in mesh.devices.flat
                                   if d.process_index == jax.process_index()]),
             "platform": mesh.devices.flat[0].platform}
+
+
+class DataParallel:
+    """Everything a trainer needs from this module, bound to one mesh and one
+    global env batch of ``num_envs`` (which must divide by the device count;
+    one-line ValueError otherwise)."""
+
+    def __init__(self, num_devices: int | None, num_envs: int):
+        self.mesh = make_mesh(num_devices or None, num_envs=num_envs)
+        self.num_envs = num_envs
+
+    def shard_env(self, env):
+        """The env with its physics split over the mesh (see :class:`ShardedEnv`)."""
+        return shard_env(env, self.mesh)
+
+    def init(self, init_fn: Callable[[], Any]) -> Any:
+        """``init_fn()`` -> train state, built directly in its sharded layout."""
+        return sharded_init(init_fn, self.mesh, self.num_envs)[0]
+
+    def restore_template(self, shapes: Any) -> Any:
+        """Shapes of a train state -> the sharded template a checkpoint restores into."""
+        return abstract_state(shapes, state_shardings(shapes, self.mesh, self.num_envs))
+
+    def compile(self, train_iteration: Callable, state: Any):
+        """The agent's ``fn(state) -> (state, metrics)`` compiled for this layout,
+        donating its input state (do not reuse the argument after a call)."""
+        fn = data_parallel(train_iteration, state_shardings(state, self.mesh, self.num_envs),
+                           donate=True)
+        return fn.lower(state).compile()
+
+    to_host = staticmethod(to_host)
+
+    def describe(self) -> dict:
+        return describe(self.mesh)

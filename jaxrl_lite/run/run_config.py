@@ -25,6 +25,7 @@ import typing
 
 from jaxrl_lite import agents
 from jaxrl_lite.run import checkpoint, metrics
+from jaxrl_lite.run.errors import EXIT_BAD_INPUT, ConfigError, TrainingError  # noqa: F401
 
 CONFIG_FILE = "config.json"
 RUNTIME_FILE = "runtime.jsonl"
@@ -34,21 +35,6 @@ METRICS_FILE = "metrics.jsonl"
 RESUME_FREE = ("coordinator_address", "process_id", "distributed_timeout_s", "resume",
                "resume_step", "progress", "stop_after_steps", "out_dir", "plot_every_s",
                "max_wall_s", "tensorboard")
-EXIT_BAD_INPUT = 2
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or go on; ``str(e)`` is one line, ``exit_code`` the
-    CLI's exit status."""
-
-    exit_code = 1
-
-
-class ConfigError(TrainingError, ValueError):
-    """Bad configuration, out_dir or checkpoint to resume (exit status 2)."""
-
-    exit_code = EXIT_BAD_INPUT
-
 
 _flag = agents.flag_field
 

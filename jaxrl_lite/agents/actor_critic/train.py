@@ -38,7 +38,7 @@ import optax
 from flax import struct
 
 from jaxrl_lite.blocks import normalizer, replay
-from jaxrl_lite.agents import flag_field as _f
+from jaxrl_lite.agents.interface import flag_field as _f
 from jaxrl_lite.agents.actor_critic import losses, networks
 from jaxrl_lite.envs.core import episode_metrics
 from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params

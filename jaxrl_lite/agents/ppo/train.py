@@ -17,7 +17,7 @@ from flax import struct
 
 from jaxrl_lite.blocks import normalizer, sharding
 from jaxrl_lite.agents.ppo import losses, networks
-from jaxrl_lite.agents import flag_field as _f
+from jaxrl_lite.agents.interface import flag_field as _f
 from jaxrl_lite.envs.core import Env, State, episode_metrics
 from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec
 
