@@ -16,6 +16,7 @@ stopped, 130 for Ctrl-C / SIGTERM.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
@@ -31,7 +32,6 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
     except (OSError, AttributeError):
         pass
@@ -48,6 +48,7 @@ import typing  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from jaxrl_lite import agents  # noqa: E402
+from jaxrl_lite.run import multihost, trainer  # noqa: E402
 from jaxrl_lite.run.errors import EXIT_BAD_INPUT, ConfigError  # noqa: E402
 from jaxrl_lite.run.run_config import TrainConfig  # noqa: E402
 
@@ -222,7 +223,6 @@ def parse_flags(argv):
 
 def initialize_distributed() -> None:
     """jax.distributed start-up from the multi-host flags (no-op for one process)."""
-    from jaxrl_lite.run import multihost
     if _COORD.value is not None or FLAGS.num_processes != 1:
         multihost.initialize(_COORD.value, FLAGS.num_processes, _PID.value,
                                timeout_s=_DIST_TIMEOUT.value)
@@ -231,7 +231,6 @@ def initialize_distributed() -> None:
 def run_cli(config_check=None) -> dict:
     """Flags -> config -> train, every error as one line; ``config_check(config)``
     may add caller-specific checks (raise ConfigError). Returns the summary."""
-    from jaxrl_lite.run import multihost, trainer
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
     _one_line_background_errors()
     out_dir = FLAGS.out_dir

@@ -47,7 +47,10 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrl_lite.envs.core import Env
 
 AXIS = "data"
 ENV_STATE_FIELD = "env_state"
@@ -157,7 +160,6 @@ class ShardedEnv:
         self.local_num_envs = env.num_envs // mesh.size
         # Bind the base class's public methods to this wrapper so that they call
         # our sharded _reset_batch/_step_batch.
-        from jaxrl_lite.envs.core import Env
         for name in ("reset", "step", "_initial_state", "_auto_reset", "_check_action"):
             setattr(self, name, getattr(Env, name).__get__(self))
 
@@ -273,7 +275,6 @@ def to_host(tree: Any) -> Any:
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             if not x.is_fully_replicated:
-                from jax.experimental import multihost_utils
                 return np.asarray(multihost_utils.process_allgather(x, tiled=True))
             return np.asarray(x.addressable_data(0))
         return np.asarray(x)

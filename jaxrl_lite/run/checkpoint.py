@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from jaxrl_lite.blocks import normalizer
-from jaxrl_lite.blocks.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
 CHECKPOINT_SUBDIR = "checkpoints"
 MANIFEST = "checksums.json"
@@ -311,7 +311,6 @@ def load_policy(path: str, step: int | None = None) -> PolicyBundle:
 
 
 def _check_actor_shapes(spec: PolicySpec, params, where: str):
-    from jaxrl_lite.blocks.policy import init_actor_params
     expected = jax.eval_shape(lambda: init_actor_params(spec, jax.random.PRNGKey(0)))
     exp_shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), expected)
     got_shapes = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), params)

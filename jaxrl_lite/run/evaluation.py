@@ -8,13 +8,17 @@ rewards after an env's first ``done`` are masked out.
 from __future__ import annotations
 
 import logging
+import time
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_lite.blocks import policy
-from jaxrl_lite.envs.core import Env
 from jaxrl_lite.blocks.policy import PolicySpec
+from jaxrl_lite.envs.core import Env
+from jaxrl_lite.run import checkpoint
 
 
 def make_evaluator(env: Env, spec: PolicySpec):
@@ -56,14 +60,6 @@ def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "An
     Episodes use seeds ``seed, seed+1, ...``; returns a JSON-ready dict of
     return mean/std, per-episode returns and lengths and the checkpoint used.
     """
-    import time
-    import gymnasium as gym
-    import jax
-    import numpy as np
-
-    from jaxrl_lite.run import checkpoint
-    from jaxrl_lite.blocks import policy
-
     bundle = checkpoint.load_policy(run_dir)
     act = jax.jit(lambda obs: policy.deterministic_action(
         bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])

@@ -30,6 +30,8 @@ import time
 from typing import Any, Callable
 
 import jax
+from jax._src import distributed as _dist
+from jax.experimental import multihost_utils
 
 from jaxrl_lite.run import fatal_exit
 
@@ -193,7 +195,6 @@ def _on_peer_lost(callback: Callable[[Any], None]):
     one line and :data:`EXIT_PEER_LOST`. jax.distributed.initialize has no
     argument for it, so the client factory is wrapped while it runs; without the
     private hook (another jax version) the default behaviour stays."""
-    from jax._src import distributed as _dist
     factory = getattr(getattr(_dist, "_jax", None), "get_distributed_runtime_client", None)
     if factory is None or "missed_heartbeat_callback" not in (factory.__doc__ or ""):
         yield
@@ -214,7 +215,6 @@ def barrier(name: str) -> None:
     """Wait until every process reaches ``barrier(name)`` (no-op with one process);
     e.g. all processes check --out_dir before process 0 writes config.json."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
 
 
@@ -233,7 +233,6 @@ def check_consistent(settings: dict, timeout_s: float = 60.0, name: str = "run")
     """
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as _dist
     client = _dist.global_state.client
     if client is None:
         raise DistributedError("check_consistent needs jax.distributed to be initialised")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 
+from rich.progress import (BarColumn, Progress as RichProgress, TaskProgressColumn,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
 
 def _eng(x: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -22,8 +25,6 @@ class Progress:
         self._progress = None
         if not (enabled and sys.stderr.isatty()):
             return
-        from rich.progress import (BarColumn, Progress as RichProgress, TaskProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
         self._progress = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
             TaskProgressColumn(), TextColumn("{task.fields[steps]} steps"),

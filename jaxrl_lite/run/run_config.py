@@ -23,7 +23,7 @@ import json
 import os
 import typing
 
-from jaxrl_lite import agents
+from jaxrl_lite import agents, envs
 from jaxrl_lite.run import checkpoint, metrics
 from jaxrl_lite.run.errors import EXIT_BAD_INPUT, ConfigError, TrainingError  # noqa: F401
 
@@ -98,8 +98,6 @@ class TrainConfig:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every field; returns a copy with ``agent_config`` filled in and
     ``out_dir`` absolute. Raises ConfigError (one line)."""
-    from jaxrl_lite import envs
-
     if config.algo not in agents.names():
         raise ConfigError(f"unknown --algo={config.algo!r}; valid algos: "
                           f"{', '.join(agents.names())}")
