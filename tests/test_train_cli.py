@@ -18,6 +18,7 @@ import pytest
 
 from jaxrl_lite import agents
 from jaxrl_lite.run import checkpoint, metrics
+from tests import forkserver
 from tests.deps import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,10 +38,14 @@ def _env():
     return env
 
 
-def train(*args, timeout=240, env_extra=None):
+def train(*args, timeout=240, env_extra=None, fork=True):
+    """``python -m experiments.train ARGS`` -> CompletedProcess. ``fork``: start it
+    from the warm fork server (tests/forkserver.py) instead of a new interpreter."""
+    env = dict(_env(), **(env_extra or {}))
+    if fork:
+        return forkserver.run("experiments.train", args, cwd=ROOT, env=env, timeout=timeout)
     return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
-                          env=dict(_env(), **(env_extra or {})), capture_output=True,
-                          text=True, timeout=timeout)
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _snapshot(d):
@@ -58,7 +63,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     a, b = str(base / "a"), str(base / "b")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        fa = pool.submit(train, *COMMON, f"--out_dir={a}")
+        # The reference run is a plain `python -m experiments.train`; the others fork.
+        fa = pool.submit(train, *COMMON, f"--out_dir={a}", fork=False)
         fb = pool.submit(train, *COMMON, f"--out_dir={b}", "--stop_after_steps=700")
         ra, rb1 = fa.result(), fb.result()
     assert ra.returncode == 0, ra.stderr[-3000:]
