@@ -25,7 +25,11 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
+import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from jaxrl_lite.blocks import sharding  # noqa: E402
+from jaxrl_lite.run import multihost  # noqa: E402
 
 flags.DEFINE_string("coordinator_address", "127.0.0.1:12355", "host:port of process 0")
 flags.DEFINE_integer("num_processes", 1, "processes in the run")
@@ -56,11 +60,6 @@ def small_config(agent, algo: str, num_envs: int, hidden: int = 16):
 
 def main(argv):
     del argv
-    import jax
-
-    from jaxrl_lite.run import multihost
-    from jaxrl_lite.blocks import sharding
-
     cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)

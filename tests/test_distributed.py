@@ -6,8 +6,10 @@ Everything multi-device runs in subprocesses with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` so this pytest process
 keeps its single CPU device.
 """
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,8 +18,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests import forkserver
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 CACHE = os.environ.get("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
 NUM_ENVS = 8
 ITERS = 3
@@ -158,12 +161,11 @@ def test_mesh_errors_are_one_line(compare):
 
 
 def _launch(out_dir, port, process_id, *extra, devices=2, num_processes=2, timeout_s=60):
-    args = [sys.executable, WORKER, f"--coordinator_address=127.0.0.1:{port}",
+    args = [f"--coordinator_address=127.0.0.1:{port}",
             f"--num_processes={num_processes}", f"--process_id={process_id}",
             f"--out_dir={out_dir}", f"--timeout_s={timeout_s}", f"--iterations={ITERS}",
             f"--num_envs={NUM_ENVS}", *extra]
-    return subprocess.Popen(args, env=_env(devices), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return forkserver.start("tests.distributed_worker", args, cwd=ROOT, env=_env(devices))
 
 
 def _wait(procs, timeout=300):
@@ -173,7 +175,8 @@ def _wait(procs, timeout=300):
             stdout, stderr = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
-                q.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(q.pid, signal.SIGKILL)
             raise
         out.append((p.returncode, stdout, stderr))
     return out
@@ -285,8 +288,8 @@ def test_single_process_is_a_no_op_and_primary():
     (["--devices=0,2"], "--devices must be positive integers"),
 ])
 def test_bench_scaling_bad_input_is_one_line(args, message):
-    proc = subprocess.run([sys.executable, "-m", "experiments.bench_scaling", *args],
-                          env=_env(1), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = forkserver.run("experiments.bench_scaling", args, cwd=ROOT, env=_env(1),
+                          timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("bench_scaling: error: " + message)
@@ -300,14 +303,13 @@ def test_launcher_two_processes_write_one_run(tmp_path):
 
     port = _free_port()
     out = tmp_path / "run"
-    args = ["-m", "experiments.train", "--algo=ppo", "--env=PointMass-v0",
+    args = ["--algo=ppo", "--env=PointMass-v0",
             "--num_envs=8", "--unroll_length=8", "--num_minibatches=2",
             "--total_steps=128", "--checkpoint_every_steps=128", "--noprogress",
             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
             "--distributed_timeout_s=60", f"--out_dir={out}"]
-    procs = [subprocess.Popen([sys.executable, *args, f"--process_id={i}"], env=_env(1),
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in (0, 1)]
+    procs = [forkserver.start("experiments.train", [*args, f"--process_id={i}"], cwd=ROOT,
+                              env=_env(1)) for i in (0, 1)]
     for rc, _, err in _wait(procs):
         assert rc == 0, err[-3000:]
     assert os.listdir(out / "checkpoints") == ["128"]
@@ -325,10 +327,10 @@ def test_launcher_two_processes_write_one_run(tmp_path):
 ])
 def test_launcher_mesh_errors_are_one_line(tmp_path, devices, flags_, message):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "--env=PointMass-v0",
-         "--total_steps=100", "--noprogress", f"--out_dir={out}", *flags_],
-        env=_env(devices), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = forkserver.run(
+        "experiments.train", ["--env=PointMass-v0", "--total_steps=100", "--noprogress",
+                              f"--out_dir={out}", *flags_], cwd=ROOT, env=_env(devices),
+        timeout=120)
     assert proc.returncode == 2
     assert _last_line(proc.stderr).startswith(message)
     assert "Traceback" not in proc.stderr and not out.exists()
