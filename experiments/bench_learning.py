@@ -23,6 +23,7 @@ import time
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
+import jax  # noqa: E402,I001 (after experiments.train has set JAX's environment)
 from jaxrl_lite.run import evaluation, trainer
 from jaxrl_lite.run.trainer import ConfigError
 
@@ -83,7 +84,6 @@ def main(argv):
             "eval_return_mean_last": last.get("eval/return_mean"),
         })
         report.update(_update_figures(config, summary))
-    import jax
     report["device"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     report["cpu_count"] = os.cpu_count()
     report["gymnasium"] = evaluation.gymnasium_evaluate(

@@ -19,6 +19,8 @@ algorithm's defaults, with ``--set=key=value,...`` overrides.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 import os
 
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
@@ -56,8 +58,6 @@ class UsageError(ValueError):
 
 
 def _overrides(agent, items) -> dict:
-    import dataclasses
-    import typing
     hints = typing.get_type_hints(agent.Config)
     names = {f.name for f in dataclasses.fields(agent.Config)}
     out = {}

@@ -19,9 +19,11 @@ import json
 import os
 import time
 
+import psutil
 from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
+import jax  # noqa: E402,I001 (after experiments.train has set JAX's environment)
 from jaxrl_lite.run import trainer
 from jaxrl_lite.run.run_config import RUNTIME_FILE
 
@@ -33,7 +35,6 @@ _REPORT = flags.DEFINE_string("report", None, "JSON report path "
 
 
 def _device_bytes_in_use():
-    import jax
     stats = jax.local_devices()[0].memory_stats()  # None on backends without stats
     return None if not stats else int(stats.get("bytes_in_use", 0))
 
@@ -57,7 +58,6 @@ def growth(samples: list[dict], settle_s: float) -> dict:
 def main(argv):
     if len(argv) > 1:
         train.fail(f"unexpected positional arguments: {' '.join(argv[1:])}")
-    import psutil
 
     if not _MINUTES.value > 0:
         train.fail(f"--minutes must be positive, got {_MINUTES.value}")
