@@ -11,3 +11,30 @@ _CACHE = os.environ.get("JAXRL_LITE_JAX_CACHE",
                         os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+import concurrent.futures  # noqa: E402
+
+import pytest  # noqa: E402
+
+from jaxrl_lite.run import metrics  # noqa: E402
+from tests import cli_runs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cli_runs_ab(tmp_path_factory):
+    """Run A (plain ``python -m``), and B: the same run stopped at 700 steps, then
+    resumed. Shared by the command-line and fault tests; never modify them."""
+    base = tmp_path_factory.mktemp("cli")
+    a, b = str(base / "a"), str(base / "b")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        # The reference run is a plain `python -m experiments.train`; the others fork.
+        fa = pool.submit(cli_runs.train, *cli_runs.COMMON, f"--out_dir={a}", fork=False)
+        fb = pool.submit(cli_runs.train, *cli_runs.COMMON, f"--out_dir={b}", "--stop_after_steps=700")
+        ra, rb1 = fa.result(), fb.result()
+    assert ra.returncode == 0, ra.stderr[-3000:]
+    assert rb1.returncode == 0, rb1.stderr[-3000:]
+    stopped = metrics.read(b)
+    rb2 = cli_runs.train(*cli_runs.COMMON, f"--out_dir={b}", "--resume")
+    assert rb2.returncode == 0, rb2.stderr[-3000:]
+    return {"base": base, "a": a, "b": b, "stopped_records": stopped}

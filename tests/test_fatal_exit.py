@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tests.test_train_cli import ROOT
+from tests.cli_runs import ROOT
 
 TERMINATE = """
 import ctypes, ctypes.util, threading, time

@@ -15,8 +15,8 @@ import pytest
 
 from jaxrl_lite.run import checkpoint, metrics
 from tests import forkserver
-from tests.test_train_cli import (COMMON, LOG_LINE, ROOT, _env, _strip, assert_same_run,
-                                  train)
+from tests.cli_runs import (COMMON, LOG_LINE, ROOT, assert_same_run, env, strip_timing,
+                            train)
 
 ANT = ["--algo=ppo", "--env=Ant-v5", "--backend=mujoco", "--num_envs=8", "--unroll_length=8",
        "--num_minibatches=2", "--num_epochs=1", "--total_steps=1024", "--policy_hidden=16,16",
@@ -97,8 +97,8 @@ def _fill(path, leave_bytes):
 # rounded up to 4 kB pages); the 160 kB once left here was within 12 kB of the smallest
 # layouts, so a checkpoint sometimes fit and the run ended with 0 instead of 4.
 @pytest.mark.parametrize("what, leave_kb", [("metrics.jsonl", 0), ("a checkpoint", 96)])
-def test_full_disk_stops_with_one_line_and_keeps_checkpoint_and_metrics(runs_a, tmp_path, what,
-                                                                        leave_kb):
+def test_full_disk_stops_with_one_line_and_keeps_checkpoint_and_metrics(cli_runs_ab, tmp_path,
+                                                                        what, leave_kb):
     """A metrics or checkpoint write that hits ENOSPC (a real tiny tmpfs when we may
     mount one, else a read-only directory) stops the run with exit 4 and one line;
     the previous checkpoint stays intact and resumable, metrics.jsonl readable."""
@@ -144,18 +144,10 @@ def test_full_disk_stops_with_one_line_and_keeps_checkpoint_and_metrics(runs_a, 
             os.chmod(out if what == "metrics.jsonl" else os.path.join(out, "checkpoints"), 0o700)
         again = train(*COMMON, f"--out_dir={out}", "--resume")
         assert again.returncode == 0, again.stderr[-3000:]
-        assert_same_run(runs_a, out)
+        assert_same_run(cli_runs_ab["a"], out)
     finally:
         if unmount is not None:
             unmount()
-
-
-@pytest.fixture(scope="module")
-def runs_a(tmp_path_factory):
-    a = str(tmp_path_factory.mktemp("faults") / "a")
-    proc = train(*COMMON, f"--out_dir={a}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return a
 
 
 def _free_port():
@@ -174,11 +166,11 @@ TWO = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
 
 def _two_processes(out, *extra, fault_on=None):
     port = _free_port()
-    env = dict(_env(), PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    environ = dict(env(), PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     procs = []
     for i in (0, 1):
-        e = dict(env, JAXRL_LITE_FAULT_KILL_AT=fault_on[1]) if fault_on and fault_on[0] == i \
-            else env
+        e = dict(environ, JAXRL_LITE_FAULT_KILL_AT=fault_on[1]) \
+            if fault_on and fault_on[0] == i else environ
         procs.append(forkserver.start(
             "experiments.train", [*TWO, *extra, f"--out_dir={out}",
                                   f"--coordinator_address=127.0.0.1:{port}",
@@ -220,7 +212,7 @@ def test_a_dead_process_stops_the_other_with_one_line_and_both_resume_exactly(
         assert p.returncode == 0, err[-3000:]
     # The state is sharded over both processes; compare what every process computed
     # (metrics, timing aside) and the deployable policy process 0 wrote.
-    assert _strip(metrics.read(a)) == _strip(metrics.read(b))
+    assert strip_timing(metrics.read(a)) == strip_timing(metrics.read(b))
     pa, pb = checkpoint.load_policy(a), checkpoint.load_policy(b)
     assert pa.step == pb.step == 512
     for x, y in zip(jax.tree_util.tree_leaves((pa.actor_params, pa.norm)),

@@ -1,7 +1,8 @@
 """The package's layers, read from the code's own imports (no module is run).
 
 jaxrl_lite/envs <- jaxrl_lite/blocks <- jaxrl_lite/agents <- jaxrl_lite/run <- experiments/:
-a module imports only from its own floor or lower ones, jaxrl_lite never imports
+a module imports only from its own floor or lower ones (the few leaf utilities at the
+package root, such as native_build, import nothing of the library), jaxrl_lite never imports
 the launchers (experiments/) or the exporter (export/), and no module takes part in
 an import cycle.
 """
@@ -59,6 +60,14 @@ GRAPH = {m: _imports(p, MODULES) - {m} for m, p in MODULES.items()}
 def test_the_floors_are_found():
     assert {_floor(m) for m in MODULES} >= {0, 1, 2, 3}
     assert "jaxrl_lite.run.trainer" in MODULES and "jaxrl_lite.blocks.policy" in MODULES
+
+
+def test_leaf_utilities_import_nothing_of_the_library():
+    # Modules at the package root (native_build) serve every floor, so they use none.
+    leaves = [m for m in MODULES if m.count(".") == 1 and m.startswith("jaxrl_lite.")
+              and _floor(m) is None]
+    assert "jaxrl_lite.native_build" in leaves
+    assert sorted(f"{m} -> {d}" for m in leaves for d in GRAPH[m]) == []
 
 
 def test_no_module_imports_a_higher_floor():

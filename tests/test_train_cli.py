@@ -1,82 +1,25 @@
-"""experiments/train.py end to end, through subprocesses as a user runs it.
+"""experiments/train.py end to end, through processes as a user runs it.
 
-One short PointMass PPO run (A), the same run stopped at a checkpoint and
-resumed (B), a diverging run, and every bad-input case; processes run
-concurrently (module-scoped) to keep the suite fast.
+One short PointMass PPO run (A), the same run stopped at a checkpoint and resumed
+(B) (the session fixture ``cli_runs_ab``), resumes from older checkpoints, a
+diverging run, TensorBoard mirroring. Bad input: ``test_train_bad_input.py``.
 """
-import concurrent.futures
-import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from jaxrl_lite import agents
 from jaxrl_lite.run import checkpoint, metrics
-from tests import forkserver
+from tests.cli_runs import (COMMON, LOG_LINE, assert_same_run, damage, leaves, strip_timing,
+                            train)
 from tests.deps import require
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMON = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
-          "--num_minibatches=2", "--num_epochs=2", "--total_steps=1536",
-          "--log_every_steps=256", "--checkpoint_every_steps=512", "--eval_every_steps=512",
-          "--eval_envs=4", "--keep_checkpoints=2", "--policy_hidden=16,16",
-          "--value_hidden=16,16", "--noprogress", "--plot_every_s=1000"]
-TIMING = ("wall_s", "env_steps_per_s")
-LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl log lines
 
-
-def _env():
-    env = dict(os.environ)
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env.setdefault("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
-    return env
-
-
-def train(*args, timeout=240, env_extra=None, fork=True):
-    """``python -m experiments.train ARGS`` -> CompletedProcess. ``fork``: start it
-    from the warm fork server (tests/forkserver.py) instead of a new interpreter."""
-    env = dict(_env(), **(env_extra or {}))
-    if fork:
-        return forkserver.run("experiments.train", args, cwd=ROOT, env=env, timeout=timeout)
-    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _snapshot(d):
-    out = {}
-    for root, _, files in os.walk(d):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, d)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cli")
-    a, b = str(base / "a"), str(base / "b")
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        # The reference run is a plain `python -m experiments.train`; the others fork.
-        fa = pool.submit(train, *COMMON, f"--out_dir={a}", fork=False)
-        fb = pool.submit(train, *COMMON, f"--out_dir={b}", "--stop_after_steps=700")
-        ra, rb1 = fa.result(), fb.result()
-    assert ra.returncode == 0, ra.stderr[-3000:]
-    assert rb1.returncode == 0, rb1.stderr[-3000:]
-    stopped = metrics.read(b)
-    rb2 = train(*COMMON, f"--out_dir={b}", "--resume")
-    assert rb2.returncode == 0, rb2.stderr[-3000:]
-    return {"base": base, "a": a, "b": b, "stopped_records": stopped}
-
-
-def test_run_writes_every_artifact(runs):
-    a = runs["a"]
+def test_run_writes_every_artifact(cli_runs_ab):
+    a = cli_runs_ab["a"]
     assert sorted(os.listdir(checkpoint.checkpoint_dir(a))) == ["1024", "1536"]  # keep 2
     with open(os.path.join(a, "learning_curve.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -102,32 +45,15 @@ def test_run_writes_every_artifact(runs):
     assert bundle.spec.hidden_sizes == (16, 16)
 
 
-def _strip(recs):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in recs]
-
-
-def assert_same_run(a, b, step="1536"):
-    """Same metrics (timing aside) and bit-identical state arrays at ``step``."""
-    assert _strip(metrics.read(a)) == _strip(metrics.read(b))
-    import orbax.checkpoint as ocp
-    with ocp.StandardCheckpointer() as reader:
-        sa = reader.restore(os.path.join(a, "checkpoints", step, "state"))
-        sb = reader.restore(os.path.join(b, "checkpoints", step, "state"))
-    la, lb = (_leaves(sa), _leaves(sb))
-    assert la.keys() == lb.keys() and len(la) > 10
-    for k in la:
-        np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
-
-
-def test_resume_reproduces_uninterrupted_run_exactly(runs):
-    a, b = runs["a"], runs["b"]
-    assert runs["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
+def test_resume_reproduces_uninterrupted_run_exactly(cli_runs_ab):
+    a, b = cli_runs_ab["a"], cli_runs_ab["b"]
+    assert cli_runs_ab["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
     assert_same_run(a, b)
-    assert metrics.read(b)[-1]["wall_s"] > runs["stopped_records"][-1]["wall_s"]  # continues
+    assert metrics.read(b)[-1]["wall_s"] > cli_runs_ab["stopped_records"][-1]["wall_s"]  # continues
     assert len(open(os.path.join(b, "runtime.jsonl")).readlines()) == 2
 
 
-def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
+def test_python_api_trains_the_same_run_as_the_cli(cli_runs_ab, tmp_path):
     from jaxrl_lite.run import trainer
     from jaxrl_lite.agents.ppo.train import Config
 
@@ -141,7 +67,7 @@ def test_python_api_trains_the_same_run_as_the_cli(runs, tmp_path):
     summary = trainer.train(config)
     assert summary["exit"] == "finished" and summary["env_steps"] == 1536
     assert summary["last"]["step"] == 1536 and "eval/return_mean" in summary["last"]
-    assert_same_run(runs["a"], out)
+    assert_same_run(cli_runs_ab["a"], out)
     with pytest.raises(trainer.ConfigError, match=r"already holds a run") as e:
         trainer.train(config)  # never over a run with checkpoints
     assert e.value.exit_code == 2
@@ -173,21 +99,21 @@ def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
     assert not os.path.exists(config.out_dir)
 
 
-def test_resume_step_continues_from_an_older_checkpoint_exactly(runs):
-    d = str(runs["base"] / "resume_step")
-    shutil.copytree(runs["a"], d)
-    _damage("state", "flipped")(d)
+def test_resume_step_continues_from_an_older_checkpoint_exactly(cli_runs_ab):
+    d = str(cli_runs_ab["base"] / "resume_step")
+    shutil.copytree(cli_runs_ab["a"], d)
+    damage("state", "flipped")(d)
     proc = train(*COMMON, f"--out_dir={d}", "--resume", "--resume_step=1024")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_run(runs["a"], d)
+    assert_same_run(cli_runs_ab["a"], d)
     (moved,) = os.listdir(os.path.join(d, "discarded_checkpoints"))
     assert os.listdir(os.path.join(d, "discarded_checkpoints", moved)) == ["1536"]
 
 
-def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(runs):
-    d = str(runs["base"] / "bad_policy")
-    shutil.copytree(runs["a"], d)
-    _damage("policy", "flipped")(d)
+def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(cli_runs_ab):
+    d = str(cli_runs_ab["base"] / "bad_policy")
+    shutil.copytree(cli_runs_ab["a"], d)
+    damage("policy", "flipped")(d)
     with pytest.raises(checkpoint.CheckpointError) as e:
         checkpoint.load_policy(d)
     msg = str(e.value)
@@ -195,14 +121,14 @@ def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(runs
     assert f"newest intact checkpoint: step 1024 (use {d}/checkpoints/1024)" in msg
     assert checkpoint.load_policy(os.path.join(d, "checkpoints", "1024")).step == 1024
     # Damage in state/ does not concern the deployable policy.
-    d2 = str(runs["base"] / "bad_state_policy_ok")
-    shutil.copytree(runs["a"], d2)
-    _damage("state", "truncated")(d2)
+    d2 = str(cli_runs_ab["base"] / "bad_state_policy_ok")
+    shutil.copytree(cli_runs_ab["a"], d2)
+    damage("state", "truncated")(d2)
     assert checkpoint.load_policy(d2).step == 1536
 
 
-def test_killed_before_first_checkpoint_restarts_with_the_same_command(runs):
-    d = str(runs["base"] / "restart")
+def test_killed_before_first_checkpoint_restarts_with_the_same_command(cli_runs_ab):
+    d = str(cli_runs_ab["base"] / "restart")
     killed = train(*COMMON, f"--out_dir={d}",
                    env_extra={"JAXRL_LITE_FAULT_KILL_AT": "record:256"})
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -210,152 +136,11 @@ def test_killed_before_first_checkpoint_restarts_with_the_same_command(runs):
     again = train(*COMMON, f"--out_dir={d}")  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
     assert "holds no checkpoint of this run: starting it from step 0" in again.stderr
-    assert_same_run(runs["a"], d)
+    assert_same_run(cli_runs_ab["a"], d)
 
 
-def _leaves(tree, prefix=""):
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_leaves(v, f"{prefix}/{k}"))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            out.update(_leaves(v, f"{prefix}/{i}"))
-    else:
-        out[prefix] = np.asarray(tree)
-    return out
-
-
-def _corrupt(run_dir):
-    newest = os.path.join(run_dir, "checkpoints", "1536", "state")
-    for root, _, files in os.walk(newest):
-        for f in files:
-            with open(os.path.join(root, f), "wb") as fh:
-                fh.write(b"garbage")
-
-
-def _largest_file(d):
-    files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
-    return max(files, key=os.path.getsize)
-
-
-def _damage(item, how):
-    """Damage ``item`` (state | policy) of the newest checkpoint (1536) of a run."""
-    def prepare(run_dir):
-        d = os.path.join(run_dir, "checkpoints", "1536", item)
-        if how == "missing":
-            sub = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))[0]
-            shutil.rmtree(os.path.join(d, sub))
-            return
-        f = _largest_file(d)
-        with open(f, "r+b") as fh:
-            if how == "truncated":
-                fh.truncate(os.path.getsize(f) // 2)
-            else:  # one flipped byte: same size, other content
-                fh.seek(os.path.getsize(f) // 2)
-                byte = fh.read(1)
-                fh.seek(-1, 1)
-                fh.write(bytes([byte[0] ^ 0xFF]))
-    return prepare
-
-
-DAMAGE = {"flipped": r"has changed since it was written \(SHA-256 mismatch\)",
-          "truncated": "bytes, .* were written", "missing": "is missing"}
-
-
-def _bad_cases(base, a):
-    """(name, args, expected message regex, run dir to prepare or None)."""
-    def copy(name, prepare=None):
-        d = str(base / name)
-        shutil.copytree(a, d)
-        if prepare:
-            prepare(d)
-        return d
-
-    cases = [
-        ("algo", ["--algo=sac"], r"unknown --algo='sac'; valid algos: ppo, ac", None),
-        ("backend", ["--backend=cuda"], r"unknown --backend='cuda'.*mjx, mujoco", None),
-        ("env", ["--env=Nope-v0"], r"unknown --env='Nope-v0'", None),
-        ("num_envs", ["--num_envs=0"], r"num_envs must be a positive integer, got 0", None),
-        ("total_steps", ["--total_steps=-5"], r"total_steps must be a positive", None),
-        ("minibatches", ["--num_minibatches=3"], r"64 does not divide into num_minibatches=3",
-         None),
-        ("lr", ["--learning_rate=0"], r"learning_rate must be a positive number", None),
-        ("ckpt_keep", ["--keep_checkpoints=0"], r"--keep_checkpoints must be a positive",
-         None),
-        ("hidden", ["--policy_hidden=16,x"], r"--policy_hidden must be comma-separated", None),
-        ("unknown_flag", ["--no_such_flag=1"], r"no_such_flag", None),
-        ("resume_nothing", ["--resume"], r"no run to resume", None),
-        ("resume_no_ckpt", ["--resume"], r"has no checkpoint but its metrics.jsonl reaches step "
-         r"1536.*new --out_dir",
-         copy("no_ckpt", lambda d: shutil.rmtree(os.path.join(d, "checkpoints")))),
-        ("resume_corrupt", ["--resume"], r"checkpoints/1536 is damaged: state/.* has 7 bytes.*"
-         r"newest intact checkpoint: step 1024 \(use --resume_step=1024\)",
-         copy("corrupt", _corrupt)),
-        ("other_run", [], r"already holds a run \(config.json\)", copy("other")),
-        ("resume_step_absent", ["--resume", "--resume_step=700"],
-         r"--resume_step=700: no checkpoint for that step .*have \[1024, 1536\]",
-         copy("step_absent")),
-        ("resume_step_without_resume", ["--resume_step=1024"], r"--resume_step needs --resume",
-         None),
-        ("resume_diff", ["--resume", "--seed=1"], r"--seed=1 differs .*seed=0",
-         copy("diff")),
-        ("train_env_kwargs_json", ["--train_env_kwargs={max_episode_steps: 5}"],
-         r"--train_env_kwargs is not valid JSON", None),
-        ("train_env_kwargs_key", ['--train_env_kwargs={"healthy_z_range": [0.2, 0.9]}'],
-         r"--train_env_kwargs: .*unexpected keyword argument 'healthy_z_range'", None),
-    ]
-    for item in ("state", "policy"):
-        for how, phrase in DAMAGE.items():
-            cases.append((f"damaged_{item}_{how}", ["--resume"],
-                          rf"checkpoints/1536 is damaged: {item}/.*{phrase}; newest intact "
-                          rf"checkpoint: step 1024 \(use --resume_step=1024\)",
-                          copy(f"damaged_{item}_{how}", _damage(item, how))))
-    ppo_only = set(f.name for f in agents.config_fields(agents.get("ppo").Config))
-    ppo_only -= set(f.name for f in agents.config_fields(agents.get("ac").Config))
-    assert "unroll_length" in ppo_only
-    cases.append(("wrong_algo_flag", ["--algo=ac", "--unroll_length=4"],
-                  r"does not apply to --algo=ac", None))
-    return cases
-
-
-@pytest.fixture(scope="module")
-def bad_results(runs):
-    base, a = runs["base"], runs["a"]
-    cases = _bad_cases(base, a)
-    jobs = {}
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        for name, args, pattern, run_dir in cases:
-            out = run_dir or str(base / f"bad_{name}")
-            before = _snapshot(out) if run_dir else None
-            jobs[name] = (pool.submit(train, *COMMON, f"--out_dir={out}", *args, timeout=120),
-                          pattern, out, before)
-        return {k: (f.result(), p, o, s) for k, (f, p, o, s) in jobs.items()}
-
-
-BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
-       "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
-       "other_run", "resume_diff", "wrong_algo_flag", "resume_step_absent",
-       "resume_step_without_resume", "train_env_kwargs_json", "train_env_kwargs_key"] + [
-    f"damaged_{item}_{how}" for item in ("state", "policy") for how in DAMAGE]
-
-
-@pytest.mark.parametrize("name", BAD)
-def test_bad_input_is_one_line_error_and_touches_nothing(bad_results, name):
-    proc, pattern, out, before = bad_results[name]
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.strip().splitlines() if not LOG_LINE.match(ln)]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith("train: error: ") and re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
-    if before is None:
-        assert not os.path.exists(out)  # nothing created for rejected input
-    else:
-        assert _snapshot(out) == before  # nothing overwritten or lost
-
-
-def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
-    out = str(runs["base"] / "nan")
+def test_divergence_stops_with_message_and_keeps_good_checkpoint(cli_runs_ab):
+    out = str(cli_runs_ab["base"] / "nan")
     # lr=10 makes the losses explode but whether they reach NaN depends on the JAX/optax
     # build (this one stays finite), so the launcher's fault hook makes a metric NaN from
     # step 256 on, after the first checkpoints.
@@ -368,7 +153,7 @@ def test_divergence_stops_with_message_and_keeps_good_checkpoint(runs):
     m = re.search(r"Last good checkpoint: (\S+)", lines[0])
     assert m and os.path.isdir(m.group(1))
     bundle = checkpoint.load_policy(out)
-    for leaf in _leaves(bundle.actor_params).values():
+    for leaf in leaves(bundle.actor_params).values():
         assert np.all(np.isfinite(leaf))
     diverged_at = int(re.search(r"env step (\d+)", lines[0]).group(1))
     assert bundle.step < diverged_at == 256 and "loss/injected_fault" in lines[0]
@@ -388,8 +173,8 @@ def _tensorboard_scalars(directory):
     return out
 
 
-def test_tensorboard_mirrors_metrics_once_per_step_across_a_resume(runs):
-    d = str(runs["base"] / "tensorboard")
+def test_tensorboard_mirrors_metrics_once_per_step_across_a_resume(cli_runs_ab):
+    d = str(cli_runs_ab["base"] / "tensorboard")
     first = train(*COMMON, f"--out_dir={d}", "--stop_after_steps=700", "--tensorboard")
     assert first.returncode == 0, first.stderr[-3000:]
     with open(os.path.join(d, "metrics.jsonl"), "a") as f:  # as if killed after a record
@@ -400,7 +185,7 @@ def test_tensorboard_mirrors_metrics_once_per_step_across_a_resume(runs):
     assert len([n for n in os.listdir(tb) if n.startswith("events.out.tfevents.")]) == 1
     scalars = _tensorboard_scalars(tb)
     recs = metrics.read(d)
-    assert _strip(recs) == _strip(metrics.read(runs["a"]))  # the record stays metrics.jsonl
+    assert strip_timing(recs) == strip_timing(metrics.read(cli_runs_ab["a"]))  # the record stays metrics.jsonl
     for key in ("episode_return_mean", "loss/total", "eval/return_mean", "wall_s"):
         want = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
         got = scalars[key]

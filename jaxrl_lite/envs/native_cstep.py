@@ -2,7 +2,7 @@
 
 A few lines of C, compiled once per machine with the system C compiler
 against the headers and ``libmujoco`` that ship in the ``mujoco`` wheel, and
-cached privately by :mod:`jaxrl_lite.envs.native_build`.
+cached privately by :mod:`jaxrl_lite.native_build`.
 ``mjb_apply`` (MuJoCo's batch API, the engine under ``mujoco.batch``) runs the per-simulation function below on its persistent
 thread pool, so one call steps the whole batch with no Python (and no GIL) per
 simulation. Results are bit-identical to the Python pool in
@@ -24,7 +24,7 @@ import threading
 import mujoco
 import numpy as np
 
-from jaxrl_lite.envs import native_build
+from jaxrl_lite import native_build
 from jaxrl_lite.envs.native_physics import StepResult, check_num_threads
 
 _SOURCE = r"""

@@ -7,7 +7,7 @@ pass its ``absl::Status`` argument to a Python callable (no nanobind caster),
 so the call throws ``std::bad_cast`` in a thread with no handler, and
 ``std::terminate`` aborts the process with a C++ message and a stack dump that
 Python can never catch. :func:`arm` installs a ``std::terminate`` handler (a
-few lines of C, :mod:`jaxrl_lite.envs.native_build`) that writes a prepared line
+few lines of C, :mod:`jaxrl_lite.native_build`) that writes a prepared line
 and ``_exit``\\ s with a chosen status instead; :func:`exit_now` is the same
 exit for Python code, and whichever thread gets there first is the only one
 that writes. Without a C compiler :func:`arm` returns the reason and the
@@ -20,6 +20,8 @@ import ctypes.util
 import os
 import sys
 import threading
+
+from jaxrl_lite import native_build
 
 _SOURCE = r"""
 #include <string.h>
@@ -63,7 +65,6 @@ def _load():
     global _lib
     with _lock:
         if _lib is None:
-            from jaxrl_lite.envs import native_build
             lib = native_build.build_and_load("fatal_exit", _SOURCE,
                                               ["-O2", "-shared", "-fPIC"])
             lib.fe_exit.argtypes = [ctypes.c_char_p, ctypes.c_int]
