@@ -1,5 +1,5 @@
 """Learning benchmark: train with a preset through the training CLI's own code path,
-then evaluate the deterministic policy in gymnasium's OWN ``Ant-v5``.
+then evaluate the deterministic policy in gymnasium's OWN environment of the task.
 
     python -m experiments.bench_learning --flagfile=experiments/configs/ppo_cpu.flags \
         --out_dir=runs/bench-ppo-cpu [--max_wall_s=1800] [--episodes=10] [--report=F.json]
@@ -7,10 +7,10 @@ then evaluate the deterministic policy in gymnasium's OWN ``Ant-v5``.
 Every ``experiments.train`` flag applies (``--algo=ppo|ac``, presets via
 ``--flagfile``). After training, the newest checkpoint is loaded the way the
 exporter loads it (``checkpoint.load_policy``) and ``policy.deterministic_action``
-drives ``gymnasium.make("Ant-v5")`` (native MuJoCo, float64, the real thing) for
+drives ``gymnasium.make(--env)`` (native MuJoCo, float64, the real thing) for
 ``--episodes`` episodes seeded ``gym_seed .. gym_seed+episodes-1``. The JSON
-report (default ``<out_dir>/bench_learning.json``) holds: return mean/std and
-per-episode returns/lengths, env steps, training wall time, env steps/s
+report (default ``<out_dir>/bench_learning.json``) holds: return mean/std,
+per-episode returns/lengths and falls (episodes ended by termination), env steps, training wall time, env steps/s
 including learning, compile time, the device and the curve's path.
 """
 from __future__ import annotations
@@ -90,6 +90,7 @@ def main(argv):
         config.out_dir, _EPISODES.value, _GYM_SEED.value)
     report["return_mean"] = report["gymnasium"]["return_mean"]
     report["return_std"] = report["gymnasium"]["return_std"]
+    report["falls"] = report["gymnasium"]["falls"]
     report["learning_curve"] = os.path.join(config.out_dir, "learning_curve.png")
     path = _REPORT.value or os.path.join(config.out_dir, "bench_learning.json")
     with open(path, "w") as f:

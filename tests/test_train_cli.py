@@ -224,7 +224,9 @@ def test_bench_gym_evaluation_runs_the_checkpointed_policy_in_gymnasium(tmp_path
     ck.close()
     out = evaluation.gymnasium_evaluate(str(tmp_path), episodes=1, seed=3)
     assert out["checkpoint_env_steps"] == 5 and len(out["returns"]) == 1
+    assert out["env"] == "Ant-v5"  # the task recorded in the checkpoint
     assert all(1 <= n <= 1000 for n in out["episode_lengths"])
+    assert out["falls"] == sum(n < 1000 for n in out["episode_lengths"])
     # A near-zero-action policy stands still: about +1 per step (healthy reward).
     assert np.isfinite(out["return_mean"]) and out["return_mean"] > 0.5 * np.mean(
         out["episode_lengths"])

@@ -54,33 +54,39 @@ def make_evaluator(env: Env, spec: PolicySpec):
 _log = logging.getLogger(__name__)
 
 
-def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str = "Ant-v5") -> dict:
+def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str | None = None,
+                       env_kwargs: dict | None = None) -> dict:
     """Deterministic policy of the newest checkpoint in gymnasium's own env.
 
-    Episodes use seeds ``seed, seed+1, ...``; returns a JSON-ready dict of
-    return mean/std, per-episode returns and lengths and the checkpoint used.
+    ``env_id``: the gymnasium task (default: the one the policy was trained on, from
+    its checkpoint); ``env_kwargs`` its keywords. Episodes use seeds ``seed, seed+1,
+    ...``; returns a JSON-ready dict of return mean/std, per-episode returns and
+    lengths, ``falls`` (episodes that terminated before the time limit) and the
+    checkpoint used.
     """
     bundle = checkpoint.load_policy(run_dir)
+    env_id = env_id or bundle.spec.env
     act = jax.jit(lambda obs: policy.deterministic_action(
         bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])
-    env = gym.make(env_id)
-    returns, lengths = [], []
+    env = gym.make(env_id, **(env_kwargs or {}))
+    returns, lengths, falls = [], [], 0
     t0 = time.perf_counter()
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        total, steps, done = 0.0, 0, False
-        while not done:
+        total, steps, terminated, truncated = 0.0, 0, False, False
+        while not (terminated or truncated):
             action = np.asarray(act(np.asarray(obs, np.float32)), np.float64)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             steps += 1
-            done = terminated or truncated
         returns.append(total)
         lengths.append(steps)
-        _log.info("gymnasium %s episode %d: return %.1f, length %d", env_id, ep, total,
-                     steps)
+        falls += int(terminated)
+        _log.info("gymnasium %s episode %d: return %.1f, length %d%s", env_id, ep, total,
+                  steps, " (terminated)" if terminated else "")
     env.close()
-    return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-            "returns": returns, "episode_lengths": lengths,
-            "checkpoint": bundle.source, "checkpoint_env_steps": bundle.step,
-            "gym_eval_s": time.perf_counter() - t0}
+    return {"env": env_id, "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)), "returns": returns,
+            "episode_lengths": lengths, "falls": falls, "episodes": episodes,
+            "seeds": [seed, seed + episodes - 1], "checkpoint": bundle.source,
+            "checkpoint_env_steps": bundle.step, "gym_eval_s": time.perf_counter() - t0}
