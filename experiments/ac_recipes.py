@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 
+from absl import flags
+
+from jaxrl_lite.agents.actor_critic.config import Config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_DIR = os.path.join("experiments", "configs", "ac_recipes")
 
@@ -24,11 +28,7 @@ def recipe_config(name: str) -> dict:
     """Actor-critic Config keyword arguments of a recipe: its flag file with nested
     ``--flagfile`` lines expanded; flags that are not Config fields (--env ...) are left
     out. Paths are relative to the working directory (run from the repository root)."""
-    from absl import flags
-
-    from jaxrl_lite.agents.actor_critic import train as ac
-
-    fields = ac.Config.__dataclass_fields__
+    fields = Config.__dataclass_fields__
     kwargs = {}
     for arg in flags.FlagValues().read_flags_from_files([f"--flagfile={recipe_path(name)}"]):
         key, has_value, value = arg[2:].partition("=")

@@ -1,6 +1,6 @@
 """Actor-critic recipe study: several recipes, the same wall-clock budget and seeds.
 
-    python -m experiments.bench_ac_recipes --recipes=td3,td3_nstep,fasttd3,crossq \
+    python -m experiments.bench_ac_recipes --recipes=td3,crossq,td3_no_contact \
         --seeds=0 --max_wall_s=600 --out_dir=runs/ac_recipes [--collect_only]
 
 Each recipe is a flag file ``experiments/configs/ac_recipes/<name>.flags`` (or a path
@@ -28,7 +28,7 @@ from absl import app, flags
 
 from experiments.ac_recipes import recipe_path
 
-_RECIPES = flags.DEFINE_list("recipes", ["td3", "td3_nstep", "fasttd3", "crossq"],
+_RECIPES = flags.DEFINE_list("recipes", ["td3", "crossq", "td3_no_contact"],
                              "Recipe names (experiments/configs/ac_recipes/NAME.flags) or "
                              "flag-file paths.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (the same for every recipe).")

@@ -1,6 +1,6 @@
 """Cost of one actor-critic gradient update, against this machine's matmul ceiling.
 
-    python -m experiments.bench_ac_update --recipes=td3,td3_nstep,fasttd3,crossq \
+    python -m experiments.bench_ac_update --recipes=td3,td3_no_contact,crossq \
         [--updates=40] [--repeats=3] [--out=bench_ac_update.json]
 
 For each recipe (``experiments/configs/ac_recipes/NAME.flags`` or a flag-file path):
@@ -17,11 +17,18 @@ import json
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from experiments.ac_recipes import recipe_config
+from jaxrl_lite import envs
+from jaxrl_lite.agents.actor_critic import config as ac_config
+from jaxrl_lite.agents.actor_critic import state as ac_state
+from jaxrl_lite.agents.actor_critic import td3
+from jaxrl_lite.blocks import replay
 
-_RECIPES = flags.DEFINE_list("recipes", ["td3", "td3_nstep", "fasttd3", "crossq"],
+_RECIPES = flags.DEFINE_list("recipes", ["td3", "td3_no_contact", "crossq"],
                              "Recipe names or flag-file paths.")
 _UPDATES = flags.DEFINE_integer("updates", 40, "Updates per timed scan.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed scans (best kept).")
@@ -30,9 +37,6 @@ _OUT = flags.DEFINE_string("out", "bench_ac_update.json", "JSON output ('' to sk
 
 def matmul_ceiling(repeats: int = 5) -> float:
     """Best float32 GFLOP/s of a square matmul on this device."""
-    import jax
-    import jax.numpy as jnp
-
     best = 0.0
     for m in (1024, 2048):
         a = jnp.ones((m, m), jnp.float32)
@@ -46,24 +50,17 @@ def matmul_ceiling(repeats: int = 5) -> float:
 
 
 def time_updates(config, n: int, repeats: int) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    from jaxrl_lite import envs
-    from jaxrl_lite.blocks import replay
-    from jaxrl_lite.agents.actor_critic import train as ac
-
     env = envs.make("Ant-v5", backend="mujoco", num_envs=config.num_envs)
     key = jax.random.PRNGKey(0)
-    ts = ac.init(config, env, key)
+    ts = ac_state.init(config, env, key)
     data = jax.tree_util.tree_map(
         lambda x: jax.random.normal(key, x.shape, x.dtype), ts.buffer.data)
     data = data.replace(terminated=jnp.zeros_like(data.terminated),
                         truncated=jnp.zeros_like(data.truncated))
     buffer = replay.ReplayBuffer(data=data, position=jnp.zeros((), jnp.int32),
                                  size=jnp.asarray(ts.buffer.capacity, jnp.int32))
-    update = ac.make_update(config, ac.policy_spec(config, env.observation_size,
-                                                   env.action_size))
+    update = td3.make_update(config, ac_state.policy_spec(config, env.observation_size,
+                                                         env.action_size))
     small = ts.replace(buffer=None, env_state=None)
 
     def one(small, k):
@@ -87,9 +84,8 @@ def time_updates(config, n: int, repeats: int) -> dict:
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"bench_ac_update: error: unexpected arguments: {' '.join(argv[1:])}")
-    from jaxrl_lite.agents.actor_critic import train as ac
     try:
-        configs = {name: ac.Config(**recipe_config(name)) for name in _RECIPES.value}
+        configs = {name: ac_config.Config(**recipe_config(name)) for name in _RECIPES.value}
         for c in configs.values():
             c.validate()
     except (ValueError, OSError) as e:
