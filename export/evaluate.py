@@ -28,14 +28,16 @@ import tempfile
 
 from absl import app, flags
 
-from export.harness import common as hc
-from export.harness.common import HarnessError
+from export.harness import errors, machine, profiles
+from export.harness.errors import HarnessError
 from export.harness.manifest import MANIFEST, arena_bytes, entry_for, is_micro, load_manifest
+from export.harness import fidelity, loop, runtime
+from export.harness.report import markdown_table, write_chart
 
-hc.define_common_flags()
+profiles.define_common_flags()
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export directory with manifest.json: "
                                   "evaluate every variant side by side.")
-hc.define_model_flags()
+profiles.define_model_flags()
 _MODEL, _RUNTIME = flags.FLAGS["model"], flags.FLAGS["runtime"]
 _MANIFEST, _VIDEO, _NAME = flags.FLAGS["manifest"], flags.FLAGS["video"], flags.FLAGS["name"]
 _COMPARISON = flags.DEFINE_bool("comparison_rows", True, "With --export_dir, add the "
@@ -45,7 +47,6 @@ _COMPARISON = flags.DEFINE_bool("comparison_rows", True, "With --export_dir, add
 # --------------------------------------------------------------------------- one model
 def evaluate_model(constraints: dict) -> dict:
     """Measure --model in this process; returns the report dict."""
-    from export.harness import loop, runtime
 
     path = _MODEL.value
     data = runtime.read_model_bytes(path)
@@ -96,7 +97,7 @@ def summary_line(r: dict) -> str:
 
 
 def run_single(constraints: dict) -> int:
-    report = hc.measure_to_json(_REPORT_PATH(), lambda: evaluate_model(constraints))
+    report = machine.measure_to_json(_REPORT_PATH(), lambda: evaluate_model(constraints))
     print(summary_line(report), flush=True)
     if _VIDEO.value:
         record_video(_MODEL.value, _RUNTIME.value)
@@ -151,7 +152,7 @@ def _last_error_line(stderr: str) -> str:
 def _run_child(name: str, runtime: str, cmd: list[str], tmp: str) -> dict:
     """Run one harness child process; its JSON report, or a row with its error."""
     report = os.path.join(tmp, f"{len(os.listdir(tmp)):02d}.json")
-    cmd = cmd + hc.forwarded_flags() + [f"--report={report}", f"--name={name}"]
+    cmd = cmd + profiles.forwarded_flags() + [f"--report={report}", f"--name={name}"]
     print(f"[evaluate] {name} ({runtime}) ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     row = {}
@@ -210,20 +211,18 @@ def run_export_dir(constraints: dict) -> int:
                              f"{f} is not a TFLite model; the Pi harness runs LiteRT only"})
         if _COMPARISON.value:
             rows.extend(comparison_rows(manifest, export_dir, tmp))
-    from export.harness import fidelity
     fidelity.attach(rows, "fp32")
-    machine = hc.machine_description(constraints)
+    desc = machine.machine_description(constraints)
     stem = os.path.splitext(_REPORT_PATH() or os.path.join(export_dir, "evaluation.json"))[0]
-    from export.harness.report import markdown_table, write_chart
-    table = markdown_table(rows, machine)
-    out = {"export_dir": os.path.abspath(export_dir), "machine": machine,
+    table = markdown_table(rows, desc)
+    out = {"export_dir": os.path.abspath(export_dir), "machine": desc,
            "episodes": flags.FLAGS.episodes, "seed": flags.FLAGS.seed,
            "max_episode_steps": flags.FLAGS.max_episode_steps,
            "variants": {r["name"]: r for r in rows}, "table_markdown": table}
-    hc.write_json(stem + ".json", out)
+    machine.write_json(stem + ".json", out)
     for r in rows:  # one JSON per variant too
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in r["name"])
-        hc.write_json(os.path.join(stem + "_variants", safe + ".json"), r)
+        machine.write_json(os.path.join(stem + "_variants", safe + ".json"), r)
     with open(stem + ".md", "w") as fh:
         fh.write(table)
     chart = write_chart(rows, stem + ".png")
@@ -275,7 +274,7 @@ def _main(argv) -> int:
         raise HarnessError(f"unexpected arguments: {' '.join(argv[1:])}")
     if bool(_MODEL.value) == bool(_EXPORT_DIR.value):
         raise HarnessError("give exactly one of --model=PATH.tflite or --export_dir=EXPORT")
-    constraints = hc.apply_constraints(flags.FLAGS)
+    constraints = profiles.apply_constraints(flags.FLAGS)
     if _VIDEO.value:
         check_video_target(_VIDEO.value)
     if _EXPORT_DIR.value:
@@ -284,7 +283,7 @@ def _main(argv) -> int:
 
 
 def main(argv):
-    hc.run_main(lambda: _main(argv))
+    errors.run_main(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from tests.deps import require  # noqa: E402
 jax = require("jax")
 require("tensorflow")
 
-from export.convert import micro, observations, pipeline, pruning, tflite  # noqa: E402
+from export.convert import micro, observations, pipeline, tflite  # noqa: E402
+from export.studies import magnitude_pruning as pruning  # noqa: E402
 from jaxrl_lite.run.checkpoint import Checkpointer  # noqa: E402
 from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action, init_actor_params  # noqa: E402
 
@@ -251,8 +252,8 @@ def test_quantization_aware_finetuning(export, probe):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_fake_quant_matches_the_converter(run_dir, tmp_path, activation):
-    """The QAT forward pass simulates the converter's int8 model: same actions to a few
-    output steps (1/128) on real observations. RELU is fused into FULLY_CONNECTED (its
+    """The QAT forward pass simulates the converter's int8 model: the same actions on real
+    observations but for rare one-step rounding flips of the last layer's int8 output. RELU is fused into FULLY_CONNECTED (its
     output range starts at 0), TANH is an op of its own with a fixed output scale."""
     import jax.numpy as jnp
     from export.convert import jax2tf_bridge, qat
@@ -269,7 +270,16 @@ def test_fake_quant_matches_the_converter(run_dir, tmp_path, activation):
     real = tflite.run(model, obs)
     jax_ref = np.asarray(deterministic_action(spec, params, norm, obs))
     assert _mae(sim, real) < 0.25 * _mae(real, jax_ref)  # simulation error << quant. error
-    assert np.abs(sim - real).max() <= 4 / 128
+    # Where simulation and converter round one value of the last FULLY_CONNECTED's int8
+    # output differently, the action moves by one of its steps (tanh's slope <= 1); the
+    # hidden layers' own one-step flips and the output's rounding add up to 2/128. Such
+    # flips are rare. (The ReLU actor's last layer spans [-6.0, 7.3]: a step is 6.6
+    # output steps of 1/128, and 7 was measured; the tanh actor's spans [-2.5, 1.8], 2.2
+    # steps, and 4 was measured. 0.6 % of entries differ by more than 1.5/128.)
+    lo, hi = (float(x) for x in ranges[-1])
+    diff = np.abs(sim - real)
+    assert diff.max() <= (hi - lo) / 255 + 2.01 / 128, (diff.max() * 128, (hi - lo) / 255 * 128)
+    assert np.mean(diff > 1.5 / 128) < 0.02
 
 
 def test_int8_normalisation_before_after(export):

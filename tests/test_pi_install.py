@@ -165,7 +165,7 @@ def test_one_c_array_reader_checks_the_declared_length(export_dir, tmp_path):
 
 
 def test_manifest_entry_found_from_the_model_path(export_dir, tmp_path):
-    from export.harness.common import HarnessError
+    from export.harness.errors import HarnessError
     from export.harness.manifest import arena_bytes, entry_for
 
     manifest, entry = entry_for(os.path.join(export_dir, "micro", "actor_model.h"))
@@ -203,7 +203,7 @@ def test_harness_without_proc_reports_na_instead_of_a_traceback(export_dir, tmp_
 
 
 def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
-    from export.harness.common import cpu_percent
+    from export.harness.machine import cpu_percent
     from export.harness.report import markdown_table
     from tests.test_evaluate import run_cli
 

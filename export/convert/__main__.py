@@ -15,23 +15,29 @@ observations.
 ``pruned_int8`` is a genuinely smaller dense actor (export/convert/structured.py: whole
 hidden units removed, then distilled); the int8 models are quantization-aware
 fine-tuned (export/convert/qat.py) when post-training quantization misses the fidelity
-target. Research studies (unstructured pruning, sparse storage, normalisation
-placement) run only with ``--studies``.
+target. Research studies (export/studies: unstructured pruning, sparse storage,
+normalisation placement) run only with ``--studies``.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import time
 
-from export.convert.pipeline import (ALL_VARIANTS, QAT_MODES, QAT_TARGET_MAE, QAT_TARGET_MAX,
-                                     ExportError, ExportOptions, export_bundle, fidelity_table,
-                                     load_bundle, prepare_out_dir)
+# Before TensorFlow and JAX are imported (by the pipeline): quiet TF, JAX on the CPU.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from export.convert.pipeline import (ALL_VARIANTS, ExportError, ExportOptions, export_bundle,
+                                     fidelity_table, load_bundle, prepare_out_dir)  # noqa: E402
+from export.convert.quantize import QAT_MODES, QAT_TARGET_MAE, QAT_TARGET_MAX  # noqa: E402
 
 
 def _define_flags():
-    from absl import flags
     flags.DEFINE_string("run_dir", None, "Training run directory (with checkpoints/).")
     flags.DEFINE_string("out_dir", None, "Export directory to create (or replace).")
     flags.DEFINE_string("checkpoint", None, "A checkpoint step directory (default: the newest "
@@ -85,7 +91,6 @@ class _stderr_quieted:
 
 
 def main(argv):
-    from absl import flags
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
@@ -121,9 +126,6 @@ def main(argv):
 
 
 def run():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from absl import app
     _define_flags()
     app.run(_main_and_exit)
 

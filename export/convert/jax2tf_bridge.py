@@ -12,8 +12,13 @@ Current jax2tf always uses native serialization, so the SavedModel holds one
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import tensorflow as tf
+from jax.experimental import jax2tf
 
+from jaxrl_lite.blocks import normalizer
 from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action
 
 SIGNATURE_KEY = "serving_default"
@@ -28,8 +33,6 @@ def actor_fn(spec: PolicySpec, actor_params, norm, clip_observations: bool = Tru
     the int8 models need no MAXIMUM/MINIMUM because their input QUANTIZE saturates at
     a calibrated range that lies inside [-CLIP, CLIP] (calibration observations are
     clipped beforehand, see ``clip_to_normalizer_range``)."""
-    import jax
-    import jax.numpy as jnp
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), actor_params)
     norm = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), norm)
 
@@ -41,14 +44,12 @@ def actor_fn(spec: PolicySpec, actor_params, norm, clip_observations: bool = Tru
 
 def jax_actions(spec: PolicySpec, actor_params, norm, obs: np.ndarray) -> np.ndarray:
     """The reference: JAX actor on obs [N, obs_dim] -> float32 [N, act_dim] (jitted)."""
-    import jax
     return np.asarray(jax.jit(actor_fn(spec, actor_params, norm))(np.asarray(obs, np.float32)))
 
 
 def clip_to_normalizer_range(obs: np.ndarray, norm) -> np.ndarray:
     """Raw obs [N, obs_dim] clipped per feature to mean +- CLIP * std, so that their
     normalised features lie in [-CLIP, CLIP] (calibration data of unclipped graphs)."""
-    from jaxrl_lite.blocks import normalizer
     mean = np.asarray(norm.mean, np.float32)
     std = np.sqrt(np.maximum(np.asarray(norm.var, np.float32), 0.0)) + normalizer.STD_EPS
     # 0.999: float rounding must not carry a clipped feature past CLIP.
@@ -58,9 +59,6 @@ def clip_to_normalizer_range(obs: np.ndarray, norm) -> np.ndarray:
 
 def to_tf_module(spec: PolicySpec, actor_params, norm, clip_observations: bool = True):
     """A ``tf.Module`` whose ``serve`` takes float32 [1, obs_dim] named ``obs``."""
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
     converted = jax2tf.convert(actor_fn(spec, actor_params, norm, clip_observations),
                                with_gradient=False)
     module = tf.Module()
@@ -77,7 +75,6 @@ def to_tf_module(spec: PolicySpec, actor_params, norm, clip_observations: bool =
 def save_saved_model(spec: PolicySpec, actor_params, norm, path: str,
                      clip_observations: bool = True) -> str:
     """Convert and write the SavedModel into ``path`` (a new directory); returns path."""
-    import tensorflow as tf
     module = to_tf_module(spec, actor_params, norm, clip_observations)
     tf.saved_model.save(module, path,
                         signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
@@ -86,7 +83,6 @@ def save_saved_model(spec: PolicySpec, actor_params, norm, path: str,
 
 def saved_model_actions(path: str, obs: np.ndarray) -> np.ndarray:
     """Run the SavedModel's serving signature row by row: [N, obs_dim] -> [N, act_dim]."""
-    import tensorflow as tf
     fn = tf.saved_model.load(path).signatures[SIGNATURE_KEY]
     obs = np.asarray(obs, np.float32)
     return np.concatenate([fn(**{INPUT_NAME: tf.constant(o[None])})[OUTPUT_NAME].numpy()

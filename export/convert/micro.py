@@ -14,12 +14,15 @@ caller feeds raw observations like every other variant.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
 # The one C-array reader (TensorFlow-free, so the Pi harness shares it); pipeline.py
 # uses it to check that the written .cc round-trips to the model bytes.
-from export.harness.runtime import parse_c_array  # noqa: F401
+from export.harness.shared import parse_c_array  # noqa: F401
 
 ARRAY_NAME = "g_actor_model"
 ALIGNMENT = 16
@@ -58,10 +61,6 @@ def min_arena_bytes(model: bytes, obs_dim: int, hi: int | None = None,
     too small, so the probes run in a child process; a probe that kills the
     child counts as a failure and the search restarts from there.
     """
-    import subprocess
-    import sys
-    import tempfile
-
     hi = hi or max(64 * 1024, 4 * len(model))
     lo = 0  # invariant: lo fails (or is 0), hi works (checked first)
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
@@ -224,5 +223,4 @@ const unsigned int {ARRAY_NAME}_len = {len(model)};
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(_probe_main(sys.argv[1:]))

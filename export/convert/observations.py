@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 
 from jaxrl_lite.blocks import normalizer
@@ -52,7 +53,6 @@ def numpy_policy(spec: PolicySpec, actor_params, norm, return_hidden: bool = Fal
 
 
 def make_env(env_id: str = "Ant-v5", env_kwargs: dict | None = None, max_episode_steps=None):
-    import gymnasium as gym
     return gym.make(env_id, max_episode_steps=max_episode_steps, **(env_kwargs or {}))
 
 

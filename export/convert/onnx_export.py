@@ -11,6 +11,9 @@ import os
 import tempfile
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+import tf2onnx
 
 INPUT_NAME = "obs"
 OUTPUT_NAME = "action"
@@ -19,9 +22,6 @@ OPSET = 17
 
 def from_tflite(tflite_model: bytes, out_path: str, opset: int = OPSET) -> list[str]:
     """Write ``out_path`` (.onnx); returns the sorted ONNX op types it uses."""
-    import onnx
-    import tf2onnx
-
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "model.tflite")
         with open(src, "wb") as f:
@@ -49,7 +49,6 @@ def _rename(graph, old: str, new: str):
 
 def run(path: str, obs: np.ndarray) -> np.ndarray:
     """onnxruntime (CPU) actions for obs [N, obs_dim], one [1, obs_dim] call each."""
-    import onnxruntime as ort
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: o[None]})[0]
                            for o in np.asarray(obs, np.float32)], 0)

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.blocks.policy import PolicySpec
+from jaxrl_lite.blocks import normalizer
+from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec
 
 QMIN, QMAX = -128, 127
 TANH_SCALE = 1.0 / 128.0
@@ -43,14 +47,12 @@ class QATConfig(FinetuneConfig):
 
 
 def _ste(x, q):
-    import jax
     return x + jax.lax.stop_gradient(q - x)
 
 
 def fake_quant_activation(x, lo, hi):
     """TFLite int8 activation quantization of ``x`` with calibrated range [lo, hi]
     (widened to contain 0), rounded with a straight-through gradient."""
-    import jax.numpy as jnp
     lo, hi = jnp.minimum(lo, 0.0), jnp.maximum(hi, 0.0)
     scale = jnp.maximum((hi - lo) / (QMAX - QMIN), 1e-12)
     zp = jnp.clip(jnp.round(QMIN - lo / scale), QMIN, QMAX)
@@ -60,14 +62,12 @@ def fake_quant_activation(x, lo, hi):
 
 def fake_quant_weight(w, per_channel: bool):
     """Symmetric int8 weights [in, out]: scale max|w| / 127 per output column (or tensor)."""
-    import jax.numpy as jnp
     m = jnp.max(jnp.abs(w), axis=0, keepdims=True) if per_channel else jnp.max(jnp.abs(w))
     scale = jnp.maximum(m, 1e-12) / 127.0
     return _ste(w, jnp.clip(jnp.round(w / scale), -127, 127) * scale)
 
 
 def fake_quant_tanh(t):
-    import jax.numpy as jnp
     return _ste(t, jnp.clip(jnp.round(t / TANH_SCALE), QMIN, QMAX) * TANH_SCALE)
 
 
@@ -86,10 +86,7 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
     """Calibration ranges (lo, hi) of z and of every FULLY_CONNECTED output: the float
     network's min/max over ``obs`` [N, obs_dim] (what the converter records; after
     the activation where it is fused)."""
-    import jax.numpy as jnp
 
-    from jaxrl_lite.blocks import normalizer
-    from jaxrl_lite.blocks.policy import ACTIVATIONS
     act = ACTIVATIONS[spec.activation]
     x = normalizer.normalize(norm, obs)
     ranges = [(x.min(), x.max())]
@@ -108,10 +105,7 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
 
 def fake_quant_action(spec: PolicySpec, params, norm, obs, ranges, per_channel: bool):
     """The int8 model's action, simulated in float: obs [N, obs_dim] -> [N, act_dim]."""
-    import jax.numpy as jnp
 
-    from jaxrl_lite.blocks import normalizer
-    from jaxrl_lite.blocks.policy import ACTIVATIONS
     act = ACTIVATIONS[spec.activation]
     x = fake_quant_activation(normalizer.normalize(norm, obs), *ranges[0])
     layers = _layer_list(spec, params)
@@ -145,10 +139,6 @@ def finetune(spec: PolicySpec, params, norm, obs: np.ndarray, targets: np.ndarra
     obs float32 [N, obs_dim] with teacher actions targets [N, act_dim]; calib: the
     converter's calibration observations. Returns (float params, report with the
     simulated int8 MAE on obs before and after)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
     norm = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), norm)
     obs_j, tgt_j = jnp.asarray(obs, jnp.float32), jnp.asarray(targets, jnp.float32)

@@ -24,10 +24,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.blocks.policy import PolicySpec
+from export.convert.observations import numpy_policy
+from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -63,7 +67,6 @@ def _layers(params) -> dict:
 
 def hidden_activations(spec: PolicySpec, params, norm, obs: np.ndarray) -> list[np.ndarray]:
     """Post-activation outputs of every hidden layer, float32 [N, width_l] each."""
-    from export.convert.observations import numpy_policy
     return numpy_policy(spec, params, norm, return_hidden=True)(obs)[1]
 
 
@@ -118,11 +121,7 @@ def distill(spec: PolicySpec, params, norm, obs: np.ndarray, targets: np.ndarray
     """Adam on mean((actor(obs) - targets)^2) over random minibatches; -> (params, loss).
 
     obs float32 [N, obs_dim], targets float32 [N, act_dim]: the teacher's actions."""
-    import jax
-    import jax.numpy as jnp
-    import optax
 
-    from jaxrl_lite.blocks.policy import deterministic_action
 
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
     if steps == 0:
@@ -158,8 +157,6 @@ def structured_prune(spec: PolicySpec, params, norm, obs: np.ndarray, config: St
     collect(policy_fn, num_obs, seed) -> float32 [num_obs, obs_dim] rolls out a numpy
     policy (DAgger rounds; skipped when None). Returns (spec, params, report).
     """
-    from export.convert.observations import numpy_policy
-
     teacher = numpy_policy(spec, params, norm)
     targets = teacher(obs)
     full = tuple(spec.hidden_sizes)

@@ -19,6 +19,10 @@ import gzip
 from typing import Iterable
 
 import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from tensorflow.lite.python import convert as tfl_convert
 
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "pruned_int8")
 
@@ -46,7 +50,6 @@ class ConversionError(RuntimeError):
 
 
 def _converter(saved_model_dir: str):
-    import tensorflow as tf
     return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
 
 
@@ -66,7 +69,6 @@ def convert(saved_model_dir: str, variant: str, representative_obs: np.ndarray |
     per_channel: int8 FULLY_CONNECTED weights get one scale per output channel
     (True) or one per tensor (False: ~12 bytes less per channel, often as accurate).
     """
-    import tensorflow as tf
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     conv = _converter(saved_model_dir)
@@ -93,7 +95,6 @@ def convert(saved_model_dir: str, variant: str, representative_obs: np.ndarray |
     # -> DEQUANTIZE. This is the selective-quantization call that
     # tf.lite.experimental.QuantizationDebugger makes; fully_quantize=False keeps
     # the float32 model input (True would make it int8, quantizing raw obs).
-    from tensorflow.lite.python import convert as tfl_convert
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
     model = tfl_convert.mlir_quantize(
@@ -121,7 +122,6 @@ def normalization_prefix(model: bytes) -> list[str]:
 
 
 def _schema():
-    from ai_edge_litert import schema_py_generated as schema
     return schema
 
 
@@ -258,7 +258,6 @@ def interpreter(model: bytes, num_threads: int = 1, delegates: bool = True,
     """A ready LiteRT interpreter; ``delegates=False`` runs the builtin (optimised)
     kernels only (no XNNPACK), the reference the sparse/TFLM comparisons use;
     ``reference=True`` runs LiteRT's reference kernels (the slow, readable ones)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     kwargs = {}
     if reference:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF

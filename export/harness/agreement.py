@@ -34,9 +34,11 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from export.harness import common as hc
-from export.harness.common import HarnessError
+from export.harness import errors, machine
+from export.harness.errors import HarnessError
 from export.harness.manifest import load_manifest
+from export.harness.loop import make_env
+from export.harness.runtime import LiteRTPolicy, read_model_bytes
 
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Export directory with manifest.json.")
 _OBS = flags.DEFINE_string("observations", None, "float32 [N, obs_dim] .npy file.")
@@ -78,7 +80,6 @@ def output_lsb(policy) -> float | None:
 
 def actions_on(path: str, observations: np.ndarray) -> tuple[np.ndarray, float | None]:
     """float32 [N, act_dim] actions of one .tflite model, and its output LSB."""
-    from export.harness.runtime import LiteRTPolicy, read_model_bytes
 
     policy = LiteRTPolicy(read_model_bytes(path), threads=1, name=os.path.basename(path))
     out = np.zeros((len(observations), policy.output_shape[-1]), np.float32)
@@ -93,8 +94,6 @@ def actions_on(path: str, observations: np.ndarray) -> tuple[np.ndarray, float |
 
 def record(export_dir: str, path: str, num: int, seed: int, steps: int) -> np.ndarray:
     """Observations visited by the fp32 model (first .tflite variant if none is fp32)."""
-    from export.harness.loop import make_env
-    from export.harness.runtime import LiteRTPolicy, read_model_bytes
 
     variants = litert_variants(export_dir)
     if not variants:
@@ -141,7 +140,6 @@ def replay_path(observations_path: str) -> str:
 
 def replay(path: str) -> np.ndarray:
     """float64 [T + 1, obs_dim] observations of the recorded actions replayed open loop."""
-    from export.harness.loop import make_env
 
     with np.load(path) as z:
         actions, seed = z["actions"], int(z["seed"])
@@ -169,7 +167,7 @@ def load_observations(path: str) -> np.ndarray:
 
 def write_actions(export_dir: str, observations: np.ndarray, path: str,
                   observations_path: str = "") -> dict:
-    arrays, meta = {}, {"machine": hc.machine_description(), "variants": {}}
+    arrays, meta = {}, {"machine": machine.machine_description(), "variants": {}}
     for name, model in litert_variants(export_dir).items():
         arrays[f"actions/{name}"], lsb = actions_on(model, observations)
         meta["variants"][name] = {"file": os.path.basename(model), "output_lsb": lsb}
@@ -250,7 +248,7 @@ def compare(out_dir: str, labels: list[str]) -> dict:
               "tolerance": {"quantized_output_lsb": LSB_TOL, "float_abs": FLOAT_TOL},
               "machines": {lab: loaded[lab][0]["machine"] for lab in labels},
               "variants": variants}
-    hc.write_json(os.path.join(out_dir, "crossarch.json"), result)
+    machine.write_json(os.path.join(out_dir, "crossarch.json"), result)
     with open(os.path.join(out_dir, "crossarch.md"), "w") as f:
         f.write(markdown(result))
     return result
@@ -327,7 +325,7 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv):
-    hc.run_main(lambda: _main(argv))
+    errors.run_main(lambda: _main(argv))
 
 
 if __name__ == "__main__":

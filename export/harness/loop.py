@@ -27,8 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from export.harness import common as hc
-from export.harness.common import BudgetExceeded, machine_description
+from export.harness import machine
+from export.harness.errors import BudgetExceeded
+from export.harness.machine import machine_description
+from export.harness.errors import HarnessError
+from export.harness.runtime import check_shapes
 
 ENV_ID = "Ant-v5"
 _BUDGET_CHECK_EVERY = 256  # steps between peak-RSS checks against the budget
@@ -36,7 +39,7 @@ _BUDGET_CHECK_EVERY = 256  # steps between peak-RSS checks against the budget
 
 def rss_mb() -> float:
     """Current resident set size of this process, MiB (NaN where the OS hides it)."""
-    return hc.rss_mb_now()
+    return machine.rss_mb_now()
 
 
 def peak_rss_mb() -> float:
@@ -118,7 +121,7 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
     isfinite = np.isfinite
     env_ns = loop_ns = reset_ns = 0
     k = 0
-    cpu0, wall0 = hc.cpu_seconds(), time.perf_counter()
+    cpu0, wall0 = machine.cpu_seconds(), time.perf_counter()
     for i in range(episodes):
         t_reset = pc()
         obs, _ = env.reset(seed=seed + i)
@@ -156,7 +159,7 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         bad_obs_eps.append(bad_obs)
         bad_act_eps.append(bad_act)
     wall = time.perf_counter() - wall0
-    cpu1 = hc.cpu_seconds()
+    cpu1 = machine.cpu_seconds()
     cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
     lat_us = lat[:k] / 1e3
@@ -185,7 +188,7 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
         "harness_overhead_us_per_step": overhead_ns / steps / 1e3,
         "harness_overhead_fraction": overhead_ns / max(loop_ns, 1),
         "reset_us_mean": reset_ns / max(episodes, 1) / 1e3,
-        "cpu_percent_mean": hc.cpu_percent(cpu_s, wall),  # None: not measurable here
+        "cpu_percent_mean": machine.cpu_percent(cpu_s, wall),  # None: not measurable here
         "wall_s": wall,
     }
 
@@ -200,9 +203,6 @@ def measure(name: str, runtime: str, import_runtime: Callable[[], object],
     model loaded and warmed up -> episodes. Raises HarnessError on a shape
     mismatch and BudgetExceeded (with ``.report``) over the memory budget.
     """
-    from export.harness.runtime import check_shapes
-
-    from export.harness.common import HarnessError
     if episodes < 1:
         raise HarnessError(f"--episodes must be >= 1, got {episodes}")
     if max_episode_steps < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from export.harness.common import HarnessError
+from export.harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from absl import flags
 
-from export.harness import common as hc
-from export.harness.common import HarnessError
+from export.harness import errors, machine, profiles, shared
+from export.harness.errors import HarnessError
+from export.harness import loop
 
-hc.define_common_flags()
+profiles.define_common_flags()
 _CKPT = flags.DEFINE_string("checkpoint", None, "Run dir, checkpoints/ dir or one step dir.")
 DEFAULT_NAME = "JAX actor"
 
@@ -28,7 +30,6 @@ class JaxPolicy:
 
     def __init__(self, path: str):
         import jax
-        import numpy as np
         from jaxrl_lite.run import checkpoint
         from jaxrl_lite.blocks import policy
 
@@ -58,11 +59,9 @@ class JaxPolicy:
 
 
 def _main() -> int:
-    from export.harness import loop
-
     if not _CKPT.value or not os.path.exists(_CKPT.value):
         raise HarnessError(f"--checkpoint={_CKPT.value} does not exist")
-    constraints = hc.apply_constraints(flags.FLAGS)
+    constraints = profiles.apply_constraints(flags.FLAGS)
     if constraints["threads"] == 1:  # before JAX is imported: one XLA CPU thread
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_cpu_multi_thread_eigen=false").strip()
@@ -71,7 +70,7 @@ def _main() -> int:
 
     def import_runtime():
         import jax  # noqa: F401
-        from jaxrl_lite import checkpoint  # noqa: F401 (orbax comes with it
+        from jaxrl_lite.run import checkpoint  # noqa: F401 (orbax comes with it
 
     def load():
         holder["p"] = JaxPolicy(_CKPT.value)
@@ -83,13 +82,13 @@ def _main() -> int:
             seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
             model_path=os.path.abspath(_CKPT.value), model_bytes=None)
         report["model"] = holder["p"].source
-        report["model_bytes"] = hc.dir_bytes(os.path.join(holder["p"].source, "policy"))
+        report["model_bytes"] = shared.dir_bytes(os.path.join(holder["p"].source, "policy"))
         return report
 
-    report = hc.measure_to_json(f.report, measure)
+    report = machine.measure_to_json(f.report, measure)
     print(report["name"], "ok")
     return 0
 
 
 if __name__ == "__main__":
-    hc.run_child_cli(_main, JAX_PLATFORMS="cpu")
+    errors.run_child_cli(_main, JAX_PLATFORMS="cpu")

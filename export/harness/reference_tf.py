@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from absl import flags
 
-from export.harness import common as hc
-from export.harness.common import HarnessError
+from export.harness import errors, machine, profiles, shared
+from export.harness.errors import HarnessError
+from export.harness import loop
 
-hc.define_common_flags()
+profiles.define_common_flags()
 _SAVED = flags.DEFINE_string("saved_model", None, "SavedModel directory.")
 DEFAULT_NAME = "TensorFlow SavedModel"
 
@@ -26,7 +28,6 @@ class TFPolicy:
     runtime = "tensorflow"
 
     def __init__(self, path: str, threads: int):
-        import numpy as np
         import tensorflow as tf
 
         try:  # only possible before TF's runtime starts (always so in the harness process)
@@ -77,11 +78,9 @@ class TFPolicy:
 
 
 def _main() -> int:
-    from export.harness import loop
-
     if not _SAVED.value or not os.path.isdir(_SAVED.value):
         raise HarnessError(f"--saved_model={_SAVED.value} is not a directory")
-    constraints = hc.apply_constraints(flags.FLAGS)
+    constraints = profiles.apply_constraints(flags.FLAGS)
 
     def import_runtime():
         import tensorflow  # noqa: F401
@@ -90,14 +89,14 @@ def _main() -> int:
         return TFPolicy(_SAVED.value, constraints["threads"])
 
     f = flags.FLAGS
-    report = hc.measure_to_json(f.report, lambda: loop.measure(
+    report = machine.measure_to_json(f.report, lambda: loop.measure(
         (f.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
         episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
         warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
-        model_bytes=hc.dir_bytes(_SAVED.value)))
+        model_bytes=shared.dir_bytes(_SAVED.value)))
     print(report["name"], "ok")
     return 0
 
 
 if __name__ == "__main__":
-    hc.run_child_cli(_main, TF_CPP_MIN_LOG_LEVEL="2")
+    errors.run_child_cli(_main, TF_CPP_MIN_LOG_LEVEL="2")

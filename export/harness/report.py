@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 _COLUMNS = [
     ("Variant", "name", "{}"),
     ("Runtime", "runtime", "{}"),
@@ -112,7 +114,6 @@ def write_chart(rows: list[dict], path: str) -> str | None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import numpy as np
     except ImportError:
         return None
     rows = [r for r in rows if r.get("return_mean") is not None]

@@ -12,11 +12,11 @@ lazily so the harness can measure the memory each adds.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
-from export.harness.common import HarnessError
+from export.harness.errors import HarnessError
+from export.harness.shared import parse_c_array
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier, bytes 4..8
 
@@ -34,28 +34,6 @@ def read_model_bytes(path: str) -> bytes:
             data = f.read()
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise HarnessError(f"{path} is not a TFLite model (no 'TFL3' flatbuffer identifier)")
-    return data
-
-
-def parse_c_array(path: str) -> bytes:
-    """Bytes of the first ``NAME[] = {0x.., ...}`` initialiser in a C/C++ source file.
-
-    When the file also defines ``NAME_len = N;`` (as export/convert/micro.py writes it),
-    N must equal the number of bytes read: a truncated or edited array is an
-    error, not a silently different model.
-    """
-    with open(path, "r", errors="replace") as f:
-        text = f.read()
-    m = re.search(r"\{([^{}]*)\}", text)
-    values = re.findall(r"0[xX][0-9a-fA-F]+|\b\d+\b", m.group(1)) if m else []
-    if not values:
-        raise HarnessError(f"{path} holds no C byte array")
-    data = bytes(int(v, 0) & 0xFF for v in values)
-    name = re.search(r"(\w+)\s*\[[^\]]*\]\s*=\s*$", text[:m.start()])
-    length = re.search(rf"\b{name.group(1)}_len\s*=\s*(\d+)\s*;", text) if name else None
-    if length and int(length.group(1)) != len(data):
-        raise HarnessError(f"{path}: {name.group(1)}_len = {length.group(1)} but the array "
-                           f"holds {len(data)} bytes (a truncated or edited file; export again)")
     return data
 
 

@@ -14,13 +14,17 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 from absl import flags
 
-from export.harness import common as hc
-from export.harness.common import HarnessError
+from export.harness import errors, profiles
+from export.harness.errors import HarnessError
+from export.harness import runtime
+from export.harness.loop import make_env
+from export.harness.manifest import arena_bytes, entry_for
 
-hc.define_common_flags()
-hc.define_model_flags()
+profiles.define_common_flags()
+profiles.define_model_flags()
 _MODEL, _RUNTIME = flags.FLAGS["model"], flags.FLAGS["runtime"]
 _MANIFEST, _VIDEO = flags.FLAGS["manifest"], flags.FLAGS["video"]
 _SEED, _STEPS = flags.FLAGS["seed"], flags.FLAGS["max_episode_steps"]
@@ -33,8 +37,6 @@ GL_HELP = ("install a headless GL backend: EGL (Debian: libegl1 libegl-mesa0, MU
 
 
 def _policy():
-    from export.harness import runtime
-    from export.harness.manifest import arena_bytes, entry_for
     data = runtime.read_model_bytes(_MODEL.value)
     if _RUNTIME.value == "tflm":
         _, entry = entry_for(_MODEL.value, _MANIFEST.value)
@@ -46,7 +48,6 @@ def _policy():
 
 def _render_env(width: int, height: int):
     """(env, first obs, first frame); one-line HarnessError without a GL backend."""
-    from export.harness.loop import make_env
     try:
         env = make_env(_STEPS.value, render_mode="rgb_array")
         env.unwrapped.width, env.unwrapped.height = width, height
@@ -61,7 +62,6 @@ def _render_env(width: int, height: int):
 
 def render_episode() -> tuple[list, float]:
     """Frames (uint8 [H, W, 3]) of one episode, and its return."""
-    import numpy as np
     env, obs, frame = _render_env(_WIDTH.value, _HEIGHT.value)
     frames = [frame]
     policy = _policy()
@@ -119,4 +119,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    hc.run_child_cli(_main, MUJOCO_GL="egl")
+    errors.run_child_cli(_main, MUJOCO_GL="egl")

@@ -1,4 +1,5 @@
-"""Magnitude pruning of the actor in JAX, with distillation fine-tuning.
+"""A study, not what ships: magnitude pruning of the actor in JAX, with distillation
+fine-tuning (the shipped ``pruned_int8`` removes whole units: export/convert/structured.py).
 
 tensorflow-model-optimization needs the legacy tf_keras, so the actor is pruned
 here, before jax2tf: every Dense kernel (biases and LayerNorm are kept) is
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from export.convert.finetune import FinetuneConfig
-from jaxrl_lite.blocks.policy import PolicySpec
+from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -46,7 +50,6 @@ def schedule(k: int, num_updates: int, final: float) -> float:
 def magnitude_masks(params, sparsity: float):
     """Per-kernel masks (float32 1/0) zeroing the ``round(sparsity * size)`` smallest
     |weights| of every Dense kernel; ones for all other leaves."""
-    import jax
 
     def mask(path, x):
         x = np.asarray(x)
@@ -61,15 +64,8 @@ def magnitude_masks(params, sparsity: float):
     return jax.tree_util.tree_map_with_path(mask, params)
 
 
-def apply_masks(params, masks):
-    """params * masks, leaf by leaf (numpy)."""
-    import jax
-    return jax.tree_util.tree_map(lambda p, m: np.asarray(p) * m, params, masks)
-
-
 def kernel_sparsity(params) -> float:
     """Fraction of exact zeros over all Dense kernels."""
-    import jax
     leaves = [np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)
               if _is_kernel(p)]
     return float(sum(int(np.sum(x == 0)) for x in leaves) / sum(x.size for x in leaves))
@@ -82,12 +78,6 @@ def prune_and_distill(spec: PolicySpec, actor_params, norm, obs: np.ndarray,
     The report has the schedule, the loss curve summary, and the one-shot
     (prune without fine-tuning) parameters' training-set action MAE for comparison.
     """
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from jaxrl_lite.blocks.policy import deterministic_action
-
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), actor_params)
     norm = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), norm)
     obs = jnp.asarray(obs, jnp.float32)
