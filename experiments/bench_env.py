@@ -1,16 +1,21 @@
-"""Environment throughput: Ant-v5 env steps/s per backend and batch size.
+"""Environment throughput: env steps/s per task, backend and batch size, against
+raw ``mujoco.rollout`` of the same model and batch in the same run.
 
-    python -m experiments.bench_env --backends=mjx,mujoco --batch_sizes=1,64,256 \
-        --steps=50 --out=bench_env.json
+    python -m experiments.bench_env                      # every task, native, N=256,1024
+    python -m experiments.bench_env --tasks=Ant-v5 --backends=mjx,mujoco \
+        --batch_sizes=1,64,256 --steps=50 --out=bench_env.json
+    python -m experiments.bench_env --mjx_compile        # + MJX compile seconds per task
     python -m experiments.bench_env --solver_table --solver_settings=model,10:10,4:4,1:4
 
-Default mode: for every backend and batch size, a jitted ``lax.scan`` of
-``env.step`` (random actions in [-1, 1], auto-reset on) is compiled and run;
-the first call's extra time is reported as compile time, the best of
-``--repeats`` further calls as the steady state. In the same run, the
-ceiling: native MuJoCo stepping the same model (5 substeps per env step) on
-all cores, with ``mujoco.rollout`` (persistent thread pool) and
-``mujoco.batch`` when this mujoco has it.
+Default mode: for every task, backend and batch size, a jitted ``lax.scan`` of
+``env.step`` (random actions within the action bounds, auto-reset on) is compiled
+and run; the first call's extra time is reported as compile time, the best of
+``--repeats`` further calls as the steady state. In the same run, the ceiling:
+native MuJoCo stepping the same model (frame_skip substeps per env step, random
+controls, no task logic) on all cores with ``mujoco.rollout`` (persistent thread
+pool), and ``mujoco.batch`` when this mujoco has it; ``ratio`` = env steps/s of the
+backend / of ``mujoco.rollout`` (goal for the native backend: >= 0.9 at N=256).
+``--mjx_compile``: seconds to compile MJX's reset and step per task (batch 8).
 
 ``--solver_table``: for MJX solver settings (iterations:ls_iterations,
 "model" = the model's 100:50; MJX's default is 10:10) -> env steps/s at ``--solver_batch`` and
@@ -28,13 +33,24 @@ import platform
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
 from absl import app, flags
+from mujoco import batch as mj_batch
+from mujoco import rollout
 
 from experiments.env_timing import time_backend
+from jaxrl_lite import envs
+from jaxrl_lite.envs import gym_reference
+from jaxrl_lite.envs.model import load_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("backends", ["mjx", "mujoco"], "Backends to time (mjx, mujoco).")
-flags.DEFINE_list("batch_sizes", ["1", "64", "256", "1024"], "num_envs values.")
+flags.DEFINE_list("tasks", None, "Tasks to time (default: every gymnasium MuJoCo v5 task).")
+flags.DEFINE_list("backends", ["mujoco"], "Backends to time (mjx, mujoco).")
+flags.DEFINE_list("batch_sizes", ["256", "1024"], "num_envs values.")
+flags.DEFINE_bool("mjx_compile", False, "Also time MJX compilation (reset + step) per task.")
 flags.DEFINE_integer("steps", 50, "Env steps per timed rollout.")
 flags.DEFINE_integer("repeats", 2, "Timed rollouts after the compiling one (best is kept).")
 flags.DEFINE_integer("iterations", None,
@@ -93,77 +109,67 @@ def _parse_settings(values):
     return out
 
 
-def _backend_available(backend):
-    """-> None if usable, else a one-line reason."""
-    import importlib
-
-    module = {"mjx": "jaxrl_lite.envs.mjx_backend",
-              "mujoco": "jaxrl_lite.envs.mujoco_backend"}[backend]
-    try:
-        importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 - report any import failure as a note
-        return f"backend {backend!r} skipped: {type(e).__name__}: {e}".splitlines()[0]
-    return None
-
-
-def time_ceiling(num_envs, steps, threads, seed, **kwargs):
-    """Native MuJoCo, same model, frame_skip substeps per env step, random
-    controls, no env logic: the most a CPU backend could reach."""
-    import numpy as np
-    import mujoco
-    from mujoco import rollout
-
-    from jaxrl_lite.envs import ant
-
-    config = ant.AntConfig(**kwargs)
-    model = ant.load_model(config)
+def time_ceiling(task, num_envs, steps, threads, seed, **kwargs):
+    """Native MuJoCo, same model, frame_skip substeps per env step, random controls
+    within ctrlrange, no task logic: the most a CPU backend could reach."""
+    spec = envs.task_spec(task)
+    config = spec.config.from_kwargs(**kwargs)
+    model = load_model(spec, config)
     nthread = threads or os.cpu_count() or 1
     rng = np.random.default_rng(seed)
     data = mujoco.MjData(model)
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state0 = np.zeros(mujoco.mj_stateSize(model, spec))
-    mujoco.mj_getState(model, data, state0, spec)
-    nsub = steps * config.frame_skip
-    ctrl = rng.uniform(-1, 1, (num_envs, steps, model.nu)).repeat(config.frame_skip, axis=1)
+    state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state0 = np.zeros(mujoco.mj_stateSize(model, state_spec))
+    mujoco.mj_getState(model, data, state0, state_spec)
+    fs = config.frame_skip
+    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    ctrl = rng.uniform(lo, hi, (num_envs, steps, model.nu)).repeat(fs, axis=1)
     rows = []
     datas = [mujoco.MjData(model) for _ in range(nthread)]
     with rollout.Rollout(nthread=nthread) as r:
         r.rollout(model, datas, np.tile(state0, (num_envs, 1)), ctrl[:, :1], nstep=1)  # warm up
         t = time.perf_counter()
-        r.rollout(model, datas, np.tile(state0, (num_envs, 1)), ctrl, nstep=nsub)
+        r.rollout(model, datas, np.tile(state0, (num_envs, 1)), ctrl, nstep=steps * fs)
         dt = time.perf_counter() - t
-    rows.append({"method": "mujoco.rollout", "num_envs": num_envs, "threads": nthread,
-                 "steps": steps, "env_steps_per_s": round(num_envs * steps / dt, 1)})
-    try:
-        from mujoco import batch as mj_batch
-    except ImportError:
-        mj_batch = None
-    if mj_batch is not None and hasattr(mj_batch, "Batch"):
+    rows.append({"task": task, "method": "mujoco.rollout", "num_envs": num_envs,
+                 "threads": nthread, "steps": steps,
+                 "env_steps_per_s": round(num_envs * steps / dt, 1)})
+    if hasattr(mj_batch, "Batch"):
         b = mj_batch.Batch(model, nsim=num_envs, nthread=nthread)
         b.ctrl = ctrl[:, 0]
         b.step(nstep=1)  # warm up
         t = time.perf_counter()
         for s in range(steps):
-            b.ctrl = ctrl[:, s * config.frame_skip]
-            b.step(nstep=config.frame_skip)
+            b.ctrl = ctrl[:, s * fs]
+            b.step(nstep=fs)
         dt = time.perf_counter() - t
-        rows.append({"method": "mujoco.batch", "num_envs": num_envs, "threads": nthread,
-                     "steps": steps, "env_steps_per_s": round(num_envs * steps / dt, 1)})
+        rows.append({"task": task, "method": "mujoco.batch", "num_envs": num_envs,
+                     "threads": nthread, "steps": steps,
+                     "env_steps_per_s": round(num_envs * steps / dt, 1)})
     return rows
+
+
+def time_mjx_compile(task) -> dict:
+    """Seconds to build and compile MJX's reset and step of ``task`` (batch 8)."""
+    t = time.perf_counter()
+    try:
+        env = envs.make(task, backend="mjx", num_envs=8, auto_reset=False)
+    except ValueError as e:
+        return {"task": task, "mjx": str(e)}
+    state = jax.block_until_ready(env.reset(jax.random.PRNGKey(0)))
+    t_reset = time.perf_counter() - t
+    t = time.perf_counter()
+    jax.block_until_ready(env.step(state, jnp.zeros((8, env.action_size), jnp.float32)))
+    return {"task": task, "mjx_reset_compile_s": round(t_reset, 1),
+            "mjx_step_compile_s": round(time.perf_counter() - t, 1)}
 
 
 def solver_table(settings, batch, parity_states, seed, backends):
     """settings [(iterations, ls_iterations)] -> rows with speed and parity."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxrl_lite import envs
-    from jaxrl_lite.envs import gym_reference
-
-    ref = gym_reference.collect(parity_states, seed=seed)
+    ref = gym_reference.collect("Ant-v5", parity_states, seed=seed,
+                                perturb=gym_reference.ant_lift)
     cases = [("mjx", it, ls) for it, ls in settings]
-    if "mujoco" in backends and _backend_available("mujoco") is None:
+    if "mujoco" in backends:
         cases.append(("mujoco", None, None))
     rows = []
     for backend, it, ls in cases:
@@ -171,7 +177,7 @@ def solver_table(settings, batch, parity_states, seed, backends):
         env = envs.make("Ant-v5", backend=backend, num_envs=batch, auto_reset=False, **kw)
         t = time.perf_counter()
         try:
-            errs = gym_reference.one_step_errors(env, ref)  # first chunk compiles
+            errs = gym_reference.one_step_errors(env, ref, gym_reference.ANT_OBS_GROUPS)
         except Exception as e:  # noqa: BLE001 - e.g. a backend without reset_to
             print(f"solver_table: {backend} skipped: {type(e).__name__}: {e}"[:300])
             continue
@@ -215,14 +221,42 @@ def _fmt(v):
 
 
 def _machine():
-    import jax
-    import mujoco
-
     dev = jax.devices()[0]
     return {"jax_device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
             "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "processor": platform.processor(), "python": platform.python_version(),
             "jax": jax.__version__, "mujoco": mujoco.__version__}
+
+
+def _speed_table(tasks, backends, batch_sizes, solver_kw, report):
+    for task in tasks:
+        ceiling = {}
+        if FLAGS.ceiling:
+            for n in batch_sizes:
+                rows = time_ceiling(task, n, FLAGS.steps, FLAGS.ceiling_threads, FLAGS.seed,
+                                    **solver_kw)
+                report["ceiling"].extend(rows)
+                ceiling[n] = rows[0]["env_steps_per_s"]
+        for backend in backends:
+            for n in batch_sizes:
+                try:
+                    row = time_backend(backend, n, FLAGS.steps, FLAGS.repeats, FLAGS.seed,
+                                       task=task, **solver_kw)
+                except ValueError as e:  # e.g. a feature MJX lacks
+                    report["notes"].append(f"{task} {backend}: {e}")
+                    print(report["notes"][-1])
+                    break
+                if n in ceiling:
+                    row["rollout_env_steps_per_s"] = ceiling[n]
+                    row["ratio"] = round(row["env_steps_per_s"] / ceiling[n], 3)
+                report["results"].append(row)
+                print(f"{task:26s} {backend:7s} N={n:5d}: {row['env_steps_per_s']:10.1f} env "
+                      f"steps/s (compile {row['compile_s']} s)"
+                      + (f", {row['ratio']:.2f} of mujoco.rollout" if "ratio" in row else ""),
+                      flush=True)
+        if FLAGS.mjx_compile:
+            report["mjx_compile"].append(time_mjx_compile(task))
+            print(report["mjx_compile"][-1], flush=True)
 
 
 def run(argv):
@@ -236,46 +270,35 @@ def run(argv):
     unknown = [b for b in FLAGS.backends if b not in ("mjx", "mujoco")]
     if unknown:
         raise FlagError(f"unknown --backends {','.join(unknown)}; valid: mjx, mujoco")
+    tasks = FLAGS.tasks or [n for n in envs.registered() if envs.task_spec(n) is not None]
+    for task in tasks:
+        if envs.task_spec(task) is None:
+            raise FlagError(f"--tasks: {task} is not a MuJoCo task")
     settings = _parse_settings(FLAGS.solver_settings) if FLAGS.solver_table else []
     solver_kw = _solver_kwargs()
-    from jaxrl_lite.envs import ant
-    ant.AntConfig.from_kwargs(**solver_kw)  # validates --iterations / --ls_iterations
+    for task in tasks:  # validates --iterations / --ls_iterations against every task
+        envs.task_spec(task).config.from_kwargs(**solver_kw)
 
     report = {"machine": _machine(), "results": [], "ceiling": [], "solver_table": [],
-              "notes": []}
+              "mjx_compile": [], "notes": []}
     if FLAGS.solver_table:
         rows = solver_table(settings, FLAGS.solver_batch, FLAGS.parity_states, FLAGS.seed,
                             FLAGS.backends)
         report["solver_table"] = rows
-        print("\nSolver settings -> speed -> one-step parity with gymnasium "
+        print("\nSolver settings -> speed -> one-step parity with gymnasium Ant-v5 "
               f"({FLAGS.parity_states} states; |Δqvel| max over dofs)")
         print(_table(rows, ["backend", "iterations", "ls_iterations", "num_envs",
                             "env_steps_per_s", "dqvel_p50", "dqvel_p90", "dreward_p50",
                             "dreward_p90", "terminated_mismatch"]))
     else:
-        for backend in FLAGS.backends:
-            reason = _backend_available(backend)
-            if reason:
-                report["notes"].append(reason)
-                print(reason)
-                continue
-            for n in batch_sizes:
-                row = time_backend(backend, n, FLAGS.steps, FLAGS.repeats, FLAGS.seed,
-                                   **solver_kw)
-                report["results"].append(row)
-                print(f"{backend:7s} N={n:5d}: {row['env_steps_per_s']:10.1f} env steps/s "
-                      f"(compile {row['compile_s']} s)", flush=True)
-        if FLAGS.ceiling:
-            for n in batch_sizes:
-                report["ceiling"].extend(
-                    time_ceiling(n, FLAGS.steps, FLAGS.ceiling_threads, FLAGS.seed,
-                                 **solver_kw))
-        print("\nAnt-v5 env steps/s (1 env step = 5 physics substeps)")
-        print(_table(report["results"], ["backend", "num_envs", "steps", "compile_s",
-                                         "steady_s", "env_steps_per_s"]))
+        _speed_table(tasks, FLAGS.backends, batch_sizes, solver_kw, report)
+        print("\nEnv steps/s (one env step = frame_skip physics substeps)")
+        print(_table(report["results"], ["task", "backend", "num_envs", "compile_s",
+                                         "env_steps_per_s", "rollout_env_steps_per_s",
+                                         "ratio"]))
         if report["ceiling"]:
             print("\nCeiling: native MuJoCo physics only, same model")
-            print(_table(report["ceiling"], ["method", "num_envs", "threads", "steps",
+            print(_table(report["ceiling"], ["task", "method", "num_envs", "threads",
                                              "env_steps_per_s"]))
     for note in report["notes"]:
         print("note:", note)
@@ -293,7 +316,7 @@ def main(argv):
     except FlagError as e:
         print(f"bench_env: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except ValueError as e:  # bad Ant kwargs from envs.make / AntConfig
+    except ValueError as e:  # bad task keywords
         print(f"bench_env: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
 

@@ -120,13 +120,13 @@ def stage_parity(dry: bool) -> dict:
     from jaxrl_lite.envs import gym_reference
 
     states = DRY["parity_states"] if dry else _PARITY_STATES.value
-    ref = gym_reference.collect(states, seed=0)
+    ref = gym_reference.collect("Ant-v5", states, seed=0, perturb=gym_reference.ant_lift)
     out = {"states": states, "precision": {}}
     for precision in ("highest", "default"):
         t = time.perf_counter()
         with jax.default_matmul_precision(None if precision == "default" else precision):
             env = envs.make("Ant-v5", backend="mjx", num_envs=states, auto_reset=False)
-            errs = gym_reference.one_step_errors(env, ref)
+            errs = gym_reference.one_step_errors(env, ref, gym_reference.ANT_OBS_GROUPS)
         out["precision"][precision] = {
             "seconds": round(time.perf_counter() - t, 1),
             "terminated_mismatch": int(np.sum(errs["terminated_mismatch"])),

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 
+import jax
+import jax.numpy as jnp
 
-def time_backend(backend, num_envs, steps, repeats, seed, **kwargs):
-    """Compile + steady-state timing of a jitted scan of env.step."""
-    import jax
-    import jax.numpy as jnp
+from jaxrl_lite import envs
 
-    from jaxrl_lite import envs
 
-    env = envs.make("Ant-v5", backend=backend, num_envs=num_envs, auto_reset=True, **kwargs)
+def time_backend(backend, num_envs, steps, repeats, seed, task="Ant-v5", **kwargs):
+    """Compile + steady-state timing of a jitted scan of env.step (random actions
+    within the action bounds, auto-reset on)."""
+    env = envs.make(task, backend=backend, num_envs=num_envs, auto_reset=True, **kwargs)
+    low, high = env.action_low, env.action_high
 
     def rollout(state, key):
         def body(s, k):
-            a = jax.random.uniform(k, (num_envs, env.action_size), jnp.float32, -1.0, 1.0)
+            a = jax.random.uniform(k, (num_envs, env.action_size), jnp.float32, low, high)
             s = env.step(s, a)
             return s, s.reward.mean()
         return jax.lax.scan(body, state, jax.random.split(key, steps))
@@ -35,7 +37,7 @@ def time_backend(backend, num_envs, steps, repeats, seed, **kwargs):
         state, _ = jax.block_until_ready(fn(state, jax.random.fold_in(key, r + 1)))
         runs.append(time.perf_counter() - t)
     steady = min(runs) if runs else first_s
-    return {"backend": backend, "num_envs": num_envs, "steps": steps,
+    return {"task": task, "backend": backend, "num_envs": num_envs, "steps": steps,
             "first_reset_s": round(reset_s, 3), "compile_s": round(max(first_s - steady, 0), 2),
             "steady_s": round(steady, 4), "env_steps_per_s": round(num_envs * steps / steady, 1),
             **{k: v for k, v in kwargs.items()}}

@@ -6,6 +6,8 @@ episode semantics run on the pure-JAX PointMass task (cheap to compile).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_lite import envs
-from jaxrl_lite.envs import ant
+from jaxrl_lite.envs.tasks import SUITE
 
 
 def one_line(excinfo):
@@ -54,22 +56,60 @@ def test_bad_kwarg_values(kwargs, name):
     assert name in one_line(e)
 
 
-def test_every_gymnasium_ant_keyword_is_accepted_with_its_default():
+@pytest.mark.parametrize("spec", SUITE, ids=lambda s: s.name)
+def test_every_gymnasium_keyword_is_accepted_with_its_default(spec):
     import inspect
 
-    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    import gymnasium as gym
 
-    params = inspect.signature(AntEnv.__init__).parameters
-    ours = ant.AntConfig()
+    entry = gym.spec(spec.name).entry_point
+    module, cls = entry.split(":")
+    params = inspect.signature(getattr(__import__(module, fromlist=[cls]), cls).__init__
+                               ).parameters
+    ours = spec.config()
     for name, p in params.items():
         if name in ("self", "kwargs", "default_camera_config"):
             continue  # rendering only
         assert getattr(ours, name) == p.default, name
-    assert ours.max_episode_steps == 1000  # gymnasium's TimeLimit for Ant-v5
+    # gymnasium's TimeLimit for the task
+    assert ours.max_episode_steps == gym.spec(spec.name).max_episode_steps
+    ours_only = {f.name for f in dataclasses.fields(ours)} - set(params)
+    assert ours_only == {"max_episode_steps", "iterations", "ls_iterations"}
+
+
+def test_keywords_change_the_task():
     env = envs.make("Ant-v5", backend="mjx", num_envs=3, main_body="torso",
                     include_cfrc_ext_in_observation=False, healthy_z_range=[0.3, 1.2])
     assert env.observation_size == 27 and env.action_size == 8
     assert env.config.healthy_z_range == (0.3, 1.2)
+    assert envs.make("Humanoid-v5", backend="mujoco", include_cinert_in_observation=False,
+                     include_cvel_in_observation=False).observation_size == 348 - 130 - 78
+    hopper = envs.make("Hopper-v5", backend="mujoco")
+    assert hopper.observation_size == 11 and hopper.max_episode_steps == 1000
+    assert envs.make("Reacher-v5", backend="mujoco").max_episode_steps == 50
+    np.testing.assert_array_equal(envs.make("Humanoid-v5", backend="mujoco").action_high,
+                                  np.full(17, 0.4, np.float32))
+
+
+def test_mjx_refuses_what_it_cannot_simulate():
+    for name in ("Humanoid-v5", "HumanoidStandup-v5"):
+        with pytest.raises(ValueError) as e:
+            envs.make(name, backend="mjx")
+        msg = one_line(e)
+        assert "PGS" in msg and "backend='mujoco'" in msg and name in msg
+
+
+def test_unknown_task_lists_the_registered_ones():
+    with pytest.raises(ValueError) as e:
+        envs.make("Hopper-v4", backend="mujoco")
+    msg = one_line(e)
+    assert all(s.name in msg for s in SUITE) and "PointMass-v0" in msg
+    with pytest.raises(ValueError) as e:
+        envs.make("Reacher-v5", backend="mujoco", reward_dist_weigth=2.0)
+    assert "reward_dist_weigth" in one_line(e) and "reward_dist_weight" in one_line(e)
+    with pytest.raises(ValueError) as e:
+        envs.make("Hopper-v5", backend="mujoco", healthy_angle_range=(0.2, -0.2))
+    assert "Hopper-v5 healthy_angle_range" in one_line(e)
 
 
 # -- step / reset_to input checks, before tracing -----------------------------

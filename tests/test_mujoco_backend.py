@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 
 from jaxrl_lite import envs
-from jaxrl_lite.envs import ant
-from jaxrl_lite.envs import mujoco_backend
-from jaxrl_lite.envs.float64_parts import join_f64, split_f64
-from jaxrl_lite.envs.native_physics import check_num_threads
+from jaxrl_lite.envs.native import backend as native_backend
+from jaxrl_lite.envs.native import cstep as native_cstep
+from jaxrl_lite.envs.native.float64_parts import join_f64, split_f64
+from jaxrl_lite.envs.native.pool import BatchStepper, check_num_threads
+from jaxrl_lite.envs.task import Position
+
+NQ, NV, NU = 15, 14, 8  # Ant-v5
 
 TERMS = ("reward_forward", "reward_ctrl", "reward_contact", "reward_survive",
          "x_velocity", "y_velocity")
@@ -39,7 +42,7 @@ def _gym_env(**kwargs):
 def _x64(state, part):
     """float64 qpos [N,15] / qvel [N,14] from the backend's exact state."""
     x = join_f64(np.moveaxis(np.asarray(state.physics["x64"]), 1, -1))
-    return x[:, :ant.NQ] if part == "qpos" else x[:, ant.NQ:ant.NQ + ant.NV]
+    return x[:, :NQ] if part == "qpos" else x[:, NQ:NQ + NV]
 
 
 def _reward_close(ours, ref, terms_abs):
@@ -65,7 +68,7 @@ def visited():
             qpos, qvel = env.data.qpos.copy(), env.data.qvel.copy()
             qpos[2], qvel[2] = 0.95, rng.uniform(1.0, 3.0)
             env.set_state(qpos, qvel)
-        action = rng.uniform(-1, 1, ant.NU).astype(np.float32)
+        action = rng.uniform(-1, 1, NU).astype(np.float32)
         before = dict(qpos=env.data.qpos.copy(), qvel=env.data.qvel.copy(),
                       warm=env.data.qacc_warmstart.copy(), xy=env.data.xpos[1, :2].copy())
         obs, reward, term, _, info = env.step(action)
@@ -108,7 +111,7 @@ def test_one_step_matches_gymnasium_bit_for_bit(env64, visited):
     assert (visited["ncon"] > 0).sum() >= 10, "the sample must include ground contacts"
     assert 0 < visited["terminated"].sum() < len(visited["terminated"])
     s = env64.reset_to(visited["qpos"], visited["qvel"],
-                       qacc_warmstart=visited["warm"], main_body_xy=visited["xy"])
+                       qacc_warmstart=visited["warm"], position=visited["xy"])
     s = jax.jit(env64.step)(s, jnp.asarray(visited["action"]))
     np.testing.assert_array_equal(_x64(s, "qpos"), visited["next_qpos"])
     np.testing.assert_array_equal(_x64(s, "qvel"), visited["next_qvel"])
@@ -126,8 +129,10 @@ def test_one_step_from_set_state_within_float32_rounding(env64):
     its 1e-8 tolerance, measured <= 5e-7 in qvel (half a float32 ulp at |qvel|~8)."""
     from jaxrl_lite.envs import gym_reference
 
-    ref = gym_reference.collect(64, seed=1)
-    err = gym_reference.one_step_errors(env64, ref)
+    ref = gym_reference.collect("Ant-v5", 64, seed=1, max_episode_len=150)
+    err = gym_reference.one_step_errors(env64, ref, {"qpos": slice(0, 13),
+                                                     "qvel": slice(13, 27),
+                                                     "cfrc": slice(27, None)})
     assert err["obs_qpos"].max() < 1e-6
     assert err["obs_qvel"].max() < 2e-6
     assert err["obs_cfrc"].max() < 1e-6
@@ -142,7 +147,7 @@ def episode():
     obs0, _ = env.reset(seed=3)
     q0, v0 = env.data.qpos.copy(), env.data.qvel.copy()
     rng = np.random.default_rng(3)
-    actions = rng.uniform(-1, 1, (1000, ant.NU)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (1000, NU)).astype(np.float32)
     out = {k: [] for k in ("obs", "reward", "terminated", "qpos", "x_velocity")}
     for a in actions:
         obs, reward, term, _, info = env.step(a)
@@ -165,7 +170,7 @@ def test_whole_episode_matches_gymnasium(episode):
 
     _, (obs, reward, term, x64) = jax.jit(lambda s, a: jax.lax.scan(body, s, a))(
         s0, jnp.asarray(episode["actions"]))
-    qpos = join_f64(np.moveaxis(np.asarray(x64), 1, -1))[:, :ant.NQ]
+    qpos = join_f64(np.moveaxis(np.asarray(x64), 1, -1))[:, :NQ]
     np.testing.assert_array_equal(qpos, episode["qpos"])  # the trajectory, in float64
     np.testing.assert_array_equal(np.asarray(obs), episode["obs"].astype(np.float32))
     np.testing.assert_array_equal(np.asarray(term) > 0, episode["terminated"])
@@ -246,7 +251,7 @@ def test_auto_reset_inside_scan(small_env):
     done = np.maximum(term, trunc)
     assert s.info["completed_count"].sum() == done.sum()
     assert (np.asarray(s.info["steps"]) < 15).all()
-    cfrc = obs[..., ant.NQ - 2 + ant.NV:]
+    cfrc = obs[..., NQ - 2 + NV:]
     # After a reset the observation is a reset observation (zero cfrc_ext) ...
     assert (cfrc[done > 0] == 0).all()
     # ... while running envs land on the ground and feel contact forces.
@@ -263,8 +268,8 @@ def test_auto_reset_continues_like_reset_to():
     for _ in range(5):
         s = step(s, a)
     assert (np.asarray(s.info["truncated"]) > 0).all()
-    q = np.asarray(s.physics["x64"][:, 0, :ant.NQ], np.float64)
-    v = np.asarray(s.physics["x64"][:, 0, ant.NQ:ant.NQ + ant.NV], np.float64)
+    q = np.asarray(s.physics["x64"][:, 0, :NQ], np.float64)
+    v = np.asarray(s.physics["x64"][:, 0, NQ:NQ + NV], np.float64)
     assert not np.array_equal(np.asarray(s.obs), np.asarray(s.info["final_obs"]))
     fresh = env.reset_to(q, v)
     np.testing.assert_array_equal(np.asarray(fresh.obs), np.asarray(s.obs))
@@ -308,17 +313,15 @@ def test_bad_input_one_line_errors(small_env):
 
 
 def test_accelerator_default_device_logs_why_slow(monkeypatch, caplog):
-    monkeypatch.setattr(mujoco_backend, "_logged_gpu", False)
-    monkeypatch.setattr(mujoco_backend.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(native_backend, "_logged_gpu", False)
+    monkeypatch.setattr(native_backend.jax, "default_backend", lambda: "gpu")
     with caplog.at_level(logging.WARNING):
-        env = mujoco_backend.NativeAnt(num_envs=2)
+        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
     assert "host callback" in caplog.text and "mjx" in caplog.text
     assert env.observation_size == 105  # still works: physics on the CPU
 
 
 def test_without_a_c_compiler_falls_back_to_the_python_pool(monkeypatch, tmp_path, caplog):
-    from jaxrl_lite.envs import native_cstep
-
     monkeypatch.setattr(native_cstep, "_lib", None)
     monkeypatch.setattr(native_cstep, "_lib_error", None)
     monkeypatch.setenv("JAXRL_LITE_CACHE", str(tmp_path))
@@ -356,8 +359,6 @@ def test_out_of_range_and_nan_actions_follow_gymnasium():
 
 
 def _fresh_c_step(monkeypatch, cache):
-    from jaxrl_lite.envs import native_cstep
-
     monkeypatch.setattr(native_cstep, "_lib", None)
     monkeypatch.setattr(native_cstep, "_lib_error", None)
     monkeypatch.setenv("JAXRL_LITE_CACHE", str(cache))
@@ -421,14 +422,13 @@ def test_c_step_refuses_a_cache_others_can_write(monkeypatch, tmp_path, caplog, 
 def test_python_pool_close_during_a_step_does_not_hang():
     import threading
 
-    from jaxrl_lite.envs.native_physics import BatchStepper
-
-    model = mujoco_backend.NativeAnt(num_envs=1).model
+    model = envs.make("Ant-v5", backend="mujoco", num_envs=1).model
     n = 64
     q0 = np.tile(model.qpos0, (n, 1))
     zeros_v = np.zeros((n, model.nv))
     for _ in range(20):
-        stepper = BatchStepper(model, 5, 1, num_threads=4)
+        stepper = BatchStepper(model, 5, Position("body", 2, body=1), ("cfrc_ext",),
+                               num_threads=4)
         outcome = []
 
         def step():
@@ -458,7 +458,7 @@ def test_gymnasium_keywords_change_the_same_things():
     env = envs.make("Ant-v5", backend="mujoco", num_envs=1, auto_reset=False, **kw)
     assert env.observation_size == g.observation_space.shape[0] == 107
     s = env.reset_to(g.data.qpos[None].copy(), g.data.qvel[None].copy())
-    actions = np.random.default_rng(5).uniform(-1, 1, (60, ant.NU)).astype(np.float32)
+    actions = np.random.default_rng(5).uniform(-1, 1, (60, NU)).astype(np.float32)
     ref = [g.step(a) for a in actions]
 
     def body(s, a):

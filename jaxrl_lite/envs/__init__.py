@@ -1,39 +1,60 @@
 """Environment registry: ``envs.make(name, backend=..., num_envs=..., **kwargs)``.
 
+The eleven gymnasium MuJoCo v5 tasks (Ant, HalfCheetah, Hopper, Walker2d, Humanoid,
+HumanoidStandup, Swimmer, Reacher, Pusher, InvertedPendulum, InvertedDoublePendulum,
+all ``-v5``), with gymnasium's keywords and defaults, and PointMass-v0 (a cheap pure-JAX
+task for tests). A user's task is one module with a ``TaskSpec`` and one
+``envs.register(spec)`` (WORKSPACE.md, "Adding a task").
+
 Backends:
   "mjx"    MuJoCo XLA, pure JAX; runs on any JAX device (use it on a GPU).
   "mujoco" native MuJoCo C (float64) on the CPU, entered from JAX through a
            host callback; same API, usable inside jit/scan.
   "auto"   "mjx" when JAX's default device is a GPU/TPU, else "mujoco".
+
+Every MuJoCo env has ``action_low`` / ``action_high`` (float32 [action_size]: the
+actuators' ctrlrange, to which the physics clamps actions) besides the Env API.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 
 from jaxrl_lite.envs.core import Env, State
+from jaxrl_lite.envs.point_mass import PointMass
+from jaxrl_lite.envs.task import TaskSpec
+from jaxrl_lite.envs.tasks import SUITE
 
 BACKENDS = ("auto", "mjx", "mujoco")
 
-# name -> {backend: "module:Class"}; modules are imported lazily so that the
-# cheap JAX toy environments never pay for MuJoCo imports.
-_REGISTRY: dict[str, dict[str, str]] = {
-    "Ant-v5": {
-        "mjx": "jaxrl_lite.envs.mjx_backend:MjxAnt",
-        "mujoco": "jaxrl_lite.envs.mujoco_backend:NativeAnt",
-    },
-    # Cheap pure-JAX task for fast learning tests (backend-independent).
-    "PointMass-v0": {
-        "mjx": "jaxrl_lite.envs.point_mass:PointMass",
-        "mujoco": "jaxrl_lite.envs.point_mass:PointMass",
-    },
-}
+# name -> TaskSpec (a MuJoCo task, any backend) or an Env class (backend-independent).
+_REGISTRY: dict[str, TaskSpec | type] = {spec.name: spec for spec in SUITE}
+_REGISTRY["PointMass-v0"] = PointMass
 
 _logged_auto = False
 
 
+def register(spec: TaskSpec) -> None:
+    """Make ``spec.name`` available to :func:`make` (and to ``--env`` of the trainer,
+    the exporter and the harness in this process). One-line ValueError if the name is
+    taken by another task."""
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"register takes a TaskSpec, got {type(spec).__name__}")
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+
+
 def registered() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def task_spec(name: str) -> TaskSpec | None:
+    """The TaskSpec of a registered MuJoCo task (None for a pure-JAX env); one-line
+    ValueError listing the registered names for an unknown one."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(_REGISTRY)}")
+    entry = _REGISTRY[name]
+    return entry if isinstance(entry, TaskSpec) else None
 
 
 def resolve_backend(backend: str) -> str:
@@ -55,13 +76,16 @@ def resolve_backend(backend: str) -> str:
 def make(name: str, backend: str = "auto", num_envs: int = 1, auto_reset: bool = True,
          **kwargs) -> Env:
     """Build a batched environment (WORKSPACE.md, "Public interfaces")."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; registered: {', '.join(_REGISTRY)}")
+    spec = task_spec(name)
     backend = resolve_backend(backend)
-    target = _REGISTRY[name][backend]
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(num_envs=num_envs, auto_reset=auto_reset, **kwargs)
+    if spec is None:
+        return _REGISTRY[name](num_envs=num_envs, auto_reset=auto_reset, **kwargs)
+    if backend == "mjx":
+        from jaxrl_lite.envs.mjx_backend import MjxEnv
+        return MjxEnv(spec, num_envs=num_envs, auto_reset=auto_reset, **kwargs)
+    from jaxrl_lite.envs.native.backend import NativeEnv
+    return NativeEnv(spec, num_envs=num_envs, auto_reset=auto_reset, **kwargs)
 
 
-__all__ = ["BACKENDS", "Env", "State", "make", "registered", "resolve_backend"]
+__all__ = ["BACKENDS", "Env", "State", "TaskSpec", "make", "register", "registered",
+           "resolve_backend", "task_spec"]

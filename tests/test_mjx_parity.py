@@ -1,4 +1,4 @@
-"""Parity of the MJX Ant-v5 backend with gymnasium's own ``gymnasium.make("Ant-v5")``.
+"""Parity of the MJX backend with gymnasium's own tasks (Ant-v5 in depth).
 
 Method: gymnasium (native MuJoCo, float64) runs with uniform random actions;
 its visited states (with ground contacts, plus some lifted and thrown up so
@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_lite import envs
-from jaxrl_lite.envs import ant, gym_reference
+from jaxrl_lite.envs import gym_reference
+from jaxrl_lite.envs.model import xml_path
+from jaxrl_lite.envs.tasks import ant
 
 N = 2
 NUM_STATES = 300
@@ -51,12 +53,12 @@ def env_auto():
 
 @pytest.fixture(scope="module")
 def reference():
-    return gym_reference.collect(NUM_STATES, seed=0)
+    return gym_reference.collect("Ant-v5", NUM_STATES, seed=0, perturb=gym_reference.ant_lift)
 
 
 @pytest.fixture(scope="module")
 def errors(env, reference):
-    errs = gym_reference.one_step_errors(env, reference)
+    errs = gym_reference.one_step_errors(env, reference, gym_reference.ANT_OBS_GROUPS)
     print("\nMJX vs gymnasium one-step |error| over %d states: p50 p90 p99 max" % NUM_STATES)
     for k, v in errs.items():
         print(f"  {k:20s} {pct(v, 50):.3g} {pct(v, 90):.3g} {pct(v, 99):.3g} {v.max():.3g}")
@@ -112,7 +114,7 @@ def test_terms_that_must_match_exactly(errors):
 
 @pytest.fixture(scope="module")
 def elliptic_xml(tmp_path_factory):
-    src = open(ant.xml_path()).read()
+    src = open(xml_path("ant.xml", "Ant-v5")).read()
     tag = '<option integrator="RK4" timestep="0.01"/>'
     assert tag in src, "gymnasium's ant.xml changed; update this test"
     path = tmp_path_factory.mktemp("xml") / "ant_elliptic.xml"
@@ -127,8 +129,8 @@ def test_one_step_parity_elliptic_cone_is_tight(elliptic_xml):
     # |Δcfrc| 5e-3 (unclipped entries); single outliers up to 0.1 / 0.02.
     env = envs.make("Ant-v5", backend="mjx", num_envs=N, auto_reset=False,
                     xml_file=elliptic_xml)
-    ref = gym_reference.collect(100, seed=3, xml_file=elliptic_xml)
-    e = gym_reference.one_step_errors(env, ref)
+    ref = gym_reference.collect("Ant-v5", 100, seed=3, perturb=gym_reference.ant_lift, xml_file=elliptic_xml)
+    e = gym_reference.one_step_errors(env, ref, gym_reference.ANT_OBS_GROUPS)
     assert pct(e["obs_qpos"], 99) < 5e-4
     assert pct(e["obs_qvel"], 95) < 2e-3
     assert pct(e["obs_cfrc"], 95) < 1e-2
@@ -223,7 +225,7 @@ def test_out_of_range_and_nan_actions_follow_mujoco(env):
 def test_episode_truncates_at_1000_steps(env, env_auto):
     # Standing start (gymnasium's init_qpos, zero velocity) with zero action:
     # the Ant settles on its legs and stays healthy for the whole episode.
-    qpos0 = np.tile(np.asarray(ant.load_model(env.config).qpos0), (N, 1))
+    qpos0 = np.tile(np.asarray(env.model.qpos0), (N, 1))
     state = env.reset_to(qpos0, np.zeros((N, 14)))
     action = jnp.zeros((N, 8), jnp.float32)
     dones, truncs, terms = [], [], []
@@ -258,7 +260,7 @@ def test_episode_truncates_at_1000_steps(env, env_auto):
 
 
 def test_unhealthy_step_terminates_and_auto_resets(env_auto):
-    qpos = np.tile(np.asarray(ant.load_model(env_auto.config).qpos0), (N, 1))
+    qpos = np.tile(np.asarray(env_auto.model.qpos0), (N, 1))
     qpos[0, 2] = 1.3  # above healthy_z_range: unhealthy after the step
     state = env_auto.reset_to(qpos, np.zeros((N, 14)))
     state = env_auto.step(state, jnp.zeros((N, 8), jnp.float32))
@@ -280,13 +282,15 @@ def test_unhealthy_step_terminates_and_auto_resets(env_auto):
 def test_kwargs_change_semantics(env):
     # Keyword arguments reach the spec: a config without cfrc_ext and with
     # x/y kept has 15 + 14 = 29 observations; weights scale the terms.
-    cfg = ant.AntConfig(exclude_current_positions_from_observation=False,
-                        include_cfrc_ext_in_observation=False, ctrl_cost_weight=2.0)
+    cfg = ant.Config(exclude_current_positions_from_observation=False,
+                     include_cfrc_ext_in_observation=False, ctrl_cost_weight=2.0)
     qpos = np.arange(15, dtype=np.float32)
     qvel = np.arange(14, dtype=np.float32)
     obs = ant.observation(qpos, qvel, np.ones((14, 6), np.float32), cfg)
     np.testing.assert_array_equal(obs, np.concatenate([qpos, qvel]))
-    assert cfg.observation_size == 29 and env.observation_size == 105
+    assert env.observation_size == 105
+    assert envs.make("Ant-v5", backend="mujoco", exclude_current_positions_from_observation=False,
+                     include_cfrc_ext_in_observation=False).observation_size == 29
     _, terms = ant.step_reward(np.array([0.1, 0.0]), 0.05, np.ones(8), np.zeros((14, 6)),
                                True, cfg)
-    assert terms["reward_ctrl"] == -16.0 and abs(terms["x_velocity"] - 2.0) < 1e-12
+    assert float(terms["reward_ctrl"]) == -16.0 and abs(float(terms["x_velocity"]) - 2.0) < 1e-6
