@@ -50,7 +50,8 @@ def evaluate_model(constraints: dict) -> dict:
 
     path = _MODEL.value
     data = runtime.read_model_bytes(path)
-    _, entry = entry_for(path, _MANIFEST.value)
+    manifest, entry = entry_for(path, _MANIFEST.value)
+    env_id, env_kwargs = profiles.task(flags.FLAGS, manifest)
     name = _NAME.value or (entry or {}).get("name") or os.path.basename(path)
     extra = {}
     if (entry or {}).get("tensor_arena_bytes"):  # measured by the exporter with TFLM
@@ -80,7 +81,8 @@ def evaluate_model(constraints: dict) -> dict:
         name, _RUNTIME.value, import_runtime, load, constraints,
         episodes=flags.FLAGS.episodes, seed=flags.FLAGS.seed,
         max_episode_steps=flags.FLAGS.max_episode_steps, warmup=flags.FLAGS.warmup,
-        model_path=os.path.abspath(path), model_bytes=len(data), extra=extra)
+        model_path=os.path.abspath(path), model_bytes=len(data), extra=extra, env_id=env_id,
+        env_kwargs=env_kwargs)
 
 
 def summary_line(r: dict) -> str:
@@ -100,7 +102,8 @@ def run_single(constraints: dict) -> int:
     report = machine.measure_to_json(_REPORT_PATH(), lambda: evaluate_model(constraints))
     print(summary_line(report), flush=True)
     if _VIDEO.value:
-        record_video(_MODEL.value, _RUNTIME.value)
+        record_video(_MODEL.value, _RUNTIME.value,
+                     _task_flags(report["env"], report["env_kwargs"]))
     return 0
 
 
@@ -126,11 +129,13 @@ def check_video_target(path: str) -> None:
         raise HarnessError(_last_error_line(proc.stderr) or "offscreen rendering failed")
 
 
-def record_video(model: str, runtime: str) -> None:
+def record_video(model: str, runtime: str, task_flags: list[str]) -> None:
     """Record one episode in a child process (so GL memory never mixes into the figures)."""
     cmd = [sys.executable, "-m", "export.harness.video", f"--model={model}",
            f"--runtime={runtime}", f"--video={_VIDEO.value}", f"--seed={flags.FLAGS.seed}",
-           f"--max_episode_steps={flags.FLAGS.max_episode_steps}"]
+           *task_flags]
+    if flags.FLAGS.max_episode_steps:
+        cmd.append(f"--max_episode_steps={flags.FLAGS.max_episode_steps}")
     if _MANIFEST.value:
         cmd.append(f"--manifest={_MANIFEST.value}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -147,6 +152,10 @@ def _last_error_line(stderr: str) -> str:
         if ln.startswith("error: "):
             return ln[len("error: "):]
     return lines[-1][:300] if lines else ""
+
+
+def _task_flags(env_id: str, env_kwargs: dict) -> list[str]:
+    return [f"--env={env_id}", f"--env_kwargs={json.dumps(env_kwargs)}"]
 
 
 def _run_child(name: str, runtime: str, cmd: list[str], tmp: str) -> dict:
@@ -183,6 +192,8 @@ def _resolve_checkpoint(manifest: dict, export_dir: str) -> str | None:
 def run_export_dir(constraints: dict) -> int:
     export_dir = _EXPORT_DIR.value
     manifest = load_manifest(export_dir)
+    env_id, env_kwargs = profiles.task(flags.FLAGS, manifest)
+    task_flags = _task_flags(env_id, env_kwargs)  # last on each child's command line
     py = sys.executable
     rows = []
     video_model = None
@@ -199,10 +210,10 @@ def run_export_dir(constraints: dict) -> int:
                     continue
                 rows.append(_run_child(name, "tflm", [
                     py, "-m", "export.evaluate", f"--model={path}", "--runtime=tflm",
-                    f"--manifest={os.path.join(export_dir, MANIFEST)}"], tmp))
+                    f"--manifest={os.path.join(export_dir, MANIFEST)}", *task_flags], tmp))
             elif f.endswith(".tflite"):
                 rows.append(_run_child(name, "litert", [
-                    py, "-m", "export.evaluate", f"--model={path}"], tmp))
+                    py, "-m", "export.evaluate", f"--model={path}", *task_flags], tmp))
                 if video_model is None or name.endswith("int8") and "pruned" not in name:
                     video_model = path
             else:
@@ -210,12 +221,13 @@ def run_export_dir(constraints: dict) -> int:
                 rows.append({"name": name, "runtime": kind, "skipped":
                              f"{f} is not a TFLite model; the Pi harness runs LiteRT only"})
         if _COMPARISON.value:
-            rows.extend(comparison_rows(manifest, export_dir, tmp))
+            rows.extend(comparison_rows(manifest, export_dir, tmp, task_flags))
     fidelity.attach(rows, "fp32")
     desc = machine.machine_description(constraints)
     stem = os.path.splitext(_REPORT_PATH() or os.path.join(export_dir, "evaluation.json"))[0]
     table = markdown_table(rows, desc)
-    out = {"export_dir": os.path.abspath(export_dir), "machine": desc,
+    out = {"export_dir": os.path.abspath(export_dir), "machine": desc, "env": env_id,
+           "env_kwargs": env_kwargs,
            "episodes": flags.FLAGS.episodes, "seed": flags.FLAGS.seed,
            "max_episode_steps": flags.FLAGS.max_episode_steps,
            "variants": {r["name"]: r for r in rows}, "table_markdown": table}
@@ -230,7 +242,7 @@ def run_export_dir(constraints: dict) -> int:
     print(f"[evaluate] wrote {stem}.json, {stem}.md, {stem}_variants/*.json"
           + (f", {chart}" if chart else " (no chart: matplotlib is not installed)"))
     if _VIDEO.value and video_model:
-        record_video(video_model, "litert")
+        record_video(video_model, "litert", task_flags)
     failed = [r["name"] for r in rows if "error" in r and r["runtime"] in ("litert", "tflm")]
     if failed:
         print(f"error: variant(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -238,7 +250,8 @@ def run_export_dir(constraints: dict) -> int:
     return 0
 
 
-def comparison_rows(manifest: dict, export_dir: str, tmp: str) -> list[dict]:
+def comparison_rows(manifest: dict, export_dir: str, tmp: str, task_flags: list[str]
+                    ) -> list[dict]:
     """TensorFlow SavedModel and JAX actor rows, each in its own process, or skip notes."""
     py = sys.executable
     rows = []
@@ -252,7 +265,8 @@ def comparison_rows(manifest: dict, export_dir: str, tmp: str) -> list[dict]:
                      "skipped": "TensorFlow is not installed here"})
     else:
         rows.append(_run_child(name, "tensorflow", [
-            py, "-m", "export.harness.reference_tf", f"--saved_model={saved}"], tmp))
+            py, "-m", "export.harness.reference_tf", f"--saved_model={saved}", *task_flags],
+            tmp))
     name = "JAX actor"
     ckpt = _resolve_checkpoint(manifest, export_dir)
     if ckpt is None:
@@ -264,7 +278,8 @@ def comparison_rows(manifest: dict, export_dir: str, tmp: str) -> list[dict]:
                      "skipped": "JAX / jaxrl_lite is not installed here"})
     else:
         rows.append(_run_child(name, "jax", [
-            py, "-m", "export.harness.reference_jax", f"--checkpoint={ckpt}"], tmp))
+            py, "-m", "export.harness.reference_jax", f"--checkpoint={ckpt}", *task_flags],
+            tmp))
     return rows
 
 

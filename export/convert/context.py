@@ -64,7 +64,8 @@ class Context:
     def collect(self, n: int, seed: int, noise: float, policy=None) -> np.ndarray:
         """n observations [n, obs_dim] from rollouts of ``policy`` (default: the actor)."""
         policy = policy or observations.numpy_policy(self.spec, self.params, self.norm)
-        return observations.collect_observations(policy, n, seed, env_kwargs=self.env_kwargs,
+        return observations.collect_observations(policy, n, seed, env_id=self.spec.env,
+                                                 env_kwargs=self.env_kwargs,
                                                  action_noise=noise)
 
     def actions(self, obs: np.ndarray, spec=None, params=None) -> np.ndarray:

@@ -46,7 +46,12 @@ def numpy_policy(spec: PolicySpec, actor_params, norm, return_hidden: bool = Fal
                 x = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
             x = act(x)
             hidden.append(x)
-        action = np.tanh(x @ out_w + out_b).astype(np.float32)
+        action = np.tanh(x @ out_w + out_b)
+        if spec.action_low is not None:  # the task's bounds, as policy.to_bounds
+            low = np.asarray(spec.action_low, np.float32)
+            high = np.asarray(spec.action_high, np.float32)
+            action = action * ((high - low) / 2) + (high + low) / 2
+        action = action.astype(np.float32)
         return (action, hidden) if return_hidden else action
 
     return policy
@@ -68,8 +73,9 @@ def env_dims(env_id: str = "Ant-v5", env_kwargs: dict | None = None) -> tuple[in
 def collect_observations(policy: PolicyFn, num_obs: int, seed: int, *, env_id: str = "Ant-v5",
                          env_kwargs: dict | None = None, action_noise: float = 0.3,
                          episode_steps: int = 250, stride: int = 2) -> np.ndarray:
-    """Roll out ``policy`` (+ N(0, action_noise) noise, clipped to [-1, 1]) and keep
-    every ``stride``-th observation until ``num_obs`` are collected.
+    """Roll out ``policy`` (+ Gaussian noise of std ``action_noise`` x half the action
+    range, clipped to the action bounds) and keep every ``stride``-th observation until
+    ``num_obs`` are collected.
 
     Episodes are cut at ``episode_steps`` so the set mixes start-up and gait
     states. Returns float32 [num_obs, obs_dim]. Deterministic given ``seed``.
@@ -80,6 +86,8 @@ def collect_observations(policy: PolicyFn, num_obs: int, seed: int, *, env_id: s
         raise ValueError(f"stride and episode_steps must be >= 1, got {stride}, {episode_steps}")
     rng = np.random.default_rng(seed)
     env = make_env(env_id, env_kwargs, max_episode_steps=episode_steps)
+    low, high = env.action_space.low, env.action_space.high
+    half_range = (high - low) / 2
     out: list[np.ndarray] = []
     episode = 0
     try:
@@ -92,8 +100,9 @@ def collect_observations(policy: PolicyFn, num_obs: int, seed: int, *, env_id: s
                     out.append(np.asarray(obs, np.float32))
                 a = policy(obs[None])[0]
                 if action_noise > 0:
-                    a = a + rng.normal(0.0, action_noise, a.shape)
-                obs, _, terminated, truncated, _ = env.step(np.clip(a, -1.0, 1.0).astype(np.float32))
+                    a = a + rng.normal(0.0, action_noise, a.shape) * half_range
+                obs, _, terminated, truncated, _ = env.step(
+                    np.clip(a, low, high).astype(np.float32))
                 t += 1
                 if terminated or truncated:
                     break

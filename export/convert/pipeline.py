@@ -24,9 +24,6 @@ from export.convert.quantize import QAT_MODES
 from export.harness.shared import MANIFEST
 from jaxrl_lite.run.checkpoint import CheckpointError, load_policy
 
-SUPPORTED_ENV = "Ant-v5"
-
-
 class Step(NamedTuple):
     """One exported variant: its name (``--variants``), the function that builds it,
     and the steps whose results it reads (built first, written only if asked for)."""
@@ -134,7 +131,7 @@ def commit_out_dir(tmp: str, out_dir: str):
 # ------------------------------------------------------------------ inputs
 
 def load_bundle(run_dir: str | None, checkpoint: str | None):
-    """The checkpoint's PolicyBundle, checked to be an Ant-v5 actor of the right shape."""
+    """The checkpoint's PolicyBundle, checked to be an actor of its task's shape."""
     path = checkpoint or run_dir
     if not path:
         raise ExportError("give --run_dir=DIR (or --checkpoint=STEP_DIR)")
@@ -146,14 +143,17 @@ def load_bundle(run_dir: str | None, checkpoint: str | None):
         bundle = load_policy(path)
     except CheckpointError as e:
         raise ExportError(str(e).splitlines()[0]) from None
-    if bundle.spec.env != SUPPORTED_ENV:
-        raise ExportError(f"checkpoint {bundle.source} is for env {bundle.spec.env!r}; "
-                          f"the exporter supports {SUPPORTED_ENV!r}")
+    env = bundle.spec.env
     env_kwargs = bundle.meta.get("env_kwargs") or {}
-    obs_dim, act_dim = observations.env_dims(SUPPORTED_ENV, env_kwargs)
+    try:
+        obs_dim, act_dim = observations.env_dims(env, env_kwargs)
+    except Exception as e:  # noqa: BLE001 - gymnasium raises several types
+        raise ExportError(f"checkpoint {bundle.source} is for env {env!r}, which gymnasium "
+                          f"cannot make here ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160]})") from None
     if (bundle.spec.obs_dim, bundle.spec.act_dim) != (obs_dim, act_dim):
         raise ExportError(f"checkpoint {bundle.source} has obs_dim={bundle.spec.obs_dim}, "
-                          f"act_dim={bundle.spec.act_dim}; {SUPPORTED_ENV} has "
+                          f"act_dim={bundle.spec.act_dim}; {env} has "
                           f"obs_dim={obs_dim}, act_dim={act_dim}")
     return bundle
 
@@ -203,7 +203,7 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
     variants = {name: r.entry for name, r in ctx.done.items()
                 if name == "saved_model" or name in opt.variants}
     spec = bundle.spec
-    manifest = {"env": SUPPORTED_ENV, "obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
+    manifest = {"env": spec.env, "obs_dim": spec.obs_dim, "act_dim": spec.act_dim,
                 "source_checkpoint": bundle.source, "step": bundle.step, "algo": bundle.algo,
                 "policy_spec": spec.to_json(), "env_kwargs": env_kwargs,
                 "variants": variants, "studies": study_results,
@@ -212,8 +212,9 @@ def _build(bundle, root: str, opt: ExportOptions) -> dict:
                                  "action_noise": opt.action_noise,
                                  "heldout_action_noise": opt.heldout_action_noise,
                                  "seed": opt.seed,
-                                 "source": "gymnasium Ant-v5 rollouts of this checkpoint's "
-                                           "deterministic policy + Gaussian action noise"},
+                                 "source": f"gymnasium {spec.env} rollouts of this "
+                                           f"checkpoint's deterministic policy + Gaussian "
+                                           f"action noise"},
                 "timings_s": ctx.clock.times}
     with open(os.path.join(root, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2, default=_json_default)

@@ -31,9 +31,9 @@ from export.harness import machine
 from export.harness.errors import BudgetExceeded
 from export.harness.machine import machine_description
 from export.harness.errors import HarnessError
+from export.harness.profiles import DEFAULT_ENV
 from export.harness.runtime import check_shapes
 
-ENV_ID = "Ant-v5"
 _BUDGET_CHECK_EVERY = 256  # steps between peak-RSS checks against the budget
 
 
@@ -76,13 +76,21 @@ def _import_mujoco_without_gl() -> None:
             os.environ["MUJOCO_GL"] = old
 
 
-def make_env(max_episode_steps: int, render_mode: str | None = None):
-    """gymnasium's Ant-v5 with its default keyword arguments."""
+def make_env(max_episode_steps: int | None, render_mode: str | None = None,
+             env_id: str = DEFAULT_ENV, env_kwargs: dict | None = None):
+    """gymnasium's task ``env_id`` with ``env_kwargs``, truncated at ``max_episode_steps``
+    (None: its registered TimeLimit). One-line HarnessError for an unknown task or
+    keyword."""
     if render_mode is None:
         _import_mujoco_without_gl()
     import gymnasium as gym
 
-    return gym.make(ENV_ID, max_episode_steps=max_episode_steps, render_mode=render_mode)
+    try:
+        return gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode,
+                        **(env_kwargs or {}))
+    except (gym.error.Error, TypeError, ValueError) as e:
+        raise HarnessError(f"cannot make {env_id} with {env_kwargs or {}}: "
+                           f"{str(e).splitlines()[0]}") from None
 
 
 def env_dims(env) -> tuple[int, int]:
@@ -195,8 +203,9 @@ def run_episodes(policy, env, episodes: int, seed: int, warmup: int,
 
 def measure(name: str, runtime: str, import_runtime: Callable[[], object],
             load_policy: Callable[[], object], constraints: dict, *, episodes: int,
-            seed: int, max_episode_steps: int, warmup: int, model_path: str | None,
-            model_bytes: int | None, extra: dict | None = None) -> dict:
+            seed: int, max_episode_steps: int | None, warmup: int, model_path: str | None,
+            model_bytes: int | None, extra: dict | None = None, env_id: str = DEFAULT_ENV,
+            env_kwargs: dict | None = None) -> dict:
     """Measure one variant in this process and return its report dict.
 
     Memory is read in phases: process start -> env made -> runtime imported ->
@@ -205,20 +214,21 @@ def measure(name: str, runtime: str, import_runtime: Callable[[], object],
     """
     if episodes < 1:
         raise HarnessError(f"--episodes must be >= 1, got {episodes}")
-    if max_episode_steps < 1:
+    if max_episode_steps is not None and max_episode_steps < 1:
         raise HarnessError(f"--max_episode_steps must be >= 1, got {max_episode_steps}")
     if warmup < 0:
         raise HarnessError(f"--warmup must be >= 0, got {warmup}")
     budget = constraints["memory_budget_mb"]
     rss_start = rss_mb()
-    env = make_env(max_episode_steps)
+    env = make_env(max_episode_steps, env_id=env_id, env_kwargs=env_kwargs)
+    max_episode_steps = env.spec.max_episode_steps
     obs_dim, act_dim = env_dims(env)
     env.reset(seed=seed)
     rss_env = rss_mb()
     import_runtime()
     rss_runtime = rss_mb()
     policy = load_policy()
-    check_shapes(policy, obs_dim, act_dim, name)
+    check_shapes(policy, obs_dim, act_dim, name, env_id)
     policy.set_input(np.zeros((1, obs_dim), np.float32))
     policy.invoke()  # first inference: delegates and scratch buffers are set up here
     policy.get_output()
@@ -228,7 +238,8 @@ def measure(name: str, runtime: str, import_runtime: Callable[[], object],
         "runtime": runtime,
         "model": model_path,
         "model_bytes": model_bytes,
-        "env": ENV_ID,
+        "env": env_id,
+        "env_kwargs": env_kwargs or {},
         "obs_dim": obs_dim,
         "act_dim": act_dim,
         "episodes": episodes,

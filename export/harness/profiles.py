@@ -4,6 +4,7 @@ forwarded to the children)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 
@@ -62,7 +63,12 @@ def define_common_flags() -> None:
                       "Pi-like preset: cores, threads and a memory budget.")
     flags.DEFINE_float("memory_budget_mb", None,
                        "Fail if the process's peak RSS exceeds this (overrides the profile's).")
-    flags.DEFINE_integer("max_episode_steps", 1000, "Truncate episodes at this many steps.")
+    flags.DEFINE_integer("max_episode_steps", None, "Truncate episodes at this many steps "
+                         "(default: the task's TimeLimit, 1000 for most).")
+    flags.DEFINE_string("env", None, "The gymnasium task to run (default: the one the export "
+                        "was made for, from its manifest.json; else Ant-v5).")
+    flags.DEFINE_string("env_kwargs", None, "Keywords of the task as a JSON object (default: "
+                        "the export's, from its manifest.json).")
     flags.DEFINE_integer("warmup", 50, "Untimed inferences before measuring.")
     flags.DEFINE_string("report", None, "Write the JSON report here.")
     flags.DEFINE_string("name", None, "Variant label in the report (default: file name).")
@@ -83,7 +89,7 @@ def define_model_flags() -> None:
 
 
 COMMON_FLAGS = ("episodes", "seed", "threads", "cpus", "profile", "memory_budget_mb",
-                "max_episode_steps", "warmup")
+                "max_episode_steps", "warmup", "env", "env_kwargs")
 
 
 def forwarded_flags() -> list[str]:
@@ -91,7 +97,8 @@ def forwarded_flags() -> list[str]:
     out = []
     for name in COMMON_FLAGS:
         f = flags.FLAGS[name]
-        if f.present or name in ("episodes", "seed", "max_episode_steps"):
+        if f.present or name in ("episodes", "seed", "max_episode_steps", "env",
+                                 "env_kwargs"):
             if f.value is not None:
                 out.append(f"--{name}={f.value}")
     return out
@@ -130,7 +137,7 @@ def apply_constraints(flag_values) -> dict:
     not exist.
     """
     for name, low in (("episodes", 1), ("max_episode_steps", 1), ("warmup", 0)):
-        if getattr(flag_values, name) < low:
+        if getattr(flag_values, name) is not None and getattr(flag_values, name) < low:
             raise HarnessError(f"--{name} must be >= {low}, got {getattr(flag_values, name)}")
     notes = []
     have = available_cpus()
@@ -168,3 +175,25 @@ def apply_constraints(flag_values) -> dict:
     notes.extend(os_figure_notes())
     return {"cpus": cpus, "threads": int(threads), "memory_budget_mb": budget,
             "profile": dataclasses.asdict(profile) if profile else None, "notes": notes}
+
+
+DEFAULT_ENV = "Ant-v5"
+
+
+def task(flag_values, manifest: dict | None) -> tuple[str, dict]:
+    """(gymnasium id, keywords) to run: the flags', else the export's manifest's, else
+    Ant-v5 with its defaults. One-line HarnessError for --env_kwargs that is not a JSON
+    object."""
+    env_id = flag_values.env or (manifest or {}).get("env") or DEFAULT_ENV
+    if flag_values.env_kwargs:
+        try:
+            kwargs = json.loads(flag_values.env_kwargs)
+        except ValueError as e:
+            raise HarnessError(f"--env_kwargs is not valid JSON ({e})") from None
+        if not isinstance(kwargs, dict):
+            raise HarnessError(f"--env_kwargs must be a JSON object, got {flag_values.env_kwargs!r}")
+    elif flag_values.env and flag_values.env != (manifest or {}).get("env"):
+        kwargs = {}
+    else:
+        kwargs = dict((manifest or {}).get("env_kwargs") or {})
+    return env_id, kwargs

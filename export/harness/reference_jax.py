@@ -62,6 +62,7 @@ def _main() -> int:
     if not _CKPT.value or not os.path.exists(_CKPT.value):
         raise HarnessError(f"--checkpoint={_CKPT.value} does not exist")
     constraints = profiles.apply_constraints(flags.FLAGS)
+    env_id, env_kwargs = profiles.task(flags.FLAGS, None)
     if constraints["threads"] == 1:  # before JAX is imported: one XLA CPU thread
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_cpu_multi_thread_eigen=false").strip()
@@ -78,9 +79,10 @@ def _main() -> int:
 
     def measure():
         report = loop.measure(
-            (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints, episodes=f.episodes,
-            seed=f.seed, max_episode_steps=f.max_episode_steps, warmup=f.warmup,
-            model_path=os.path.abspath(_CKPT.value), model_bytes=None)
+            (flags.FLAGS.name or DEFAULT_NAME), "jax", import_runtime, load, constraints,
+            episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
+            warmup=f.warmup, model_path=os.path.abspath(_CKPT.value), model_bytes=None,
+            env_id=env_id, env_kwargs=env_kwargs)
         report["model"] = holder["p"].source
         report["model_bytes"] = shared.dir_bytes(os.path.join(holder["p"].source, "policy"))
         return report

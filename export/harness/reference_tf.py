@@ -81,6 +81,7 @@ def _main() -> int:
     if not _SAVED.value or not os.path.isdir(_SAVED.value):
         raise HarnessError(f"--saved_model={_SAVED.value} is not a directory")
     constraints = profiles.apply_constraints(flags.FLAGS)
+    env_id, env_kwargs = profiles.task(flags.FLAGS, None)
 
     def import_runtime():
         import tensorflow  # noqa: F401
@@ -93,7 +94,7 @@ def _main() -> int:
         (f.name or DEFAULT_NAME), "tensorflow", import_runtime, load, constraints,
         episodes=f.episodes, seed=f.seed, max_episode_steps=f.max_episode_steps,
         warmup=f.warmup, model_path=os.path.abspath(_SAVED.value),
-        model_bytes=shared.dir_bytes(_SAVED.value)))
+        model_bytes=shared.dir_bytes(_SAVED.value), env_id=env_id, env_kwargs=env_kwargs))
     print(report["name"], "ok")
     return 0
 

@@ -146,7 +146,8 @@ def write_chart(rows: list[dict], path: str) -> str | None:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Ant-v5: exported actor variants (blue: LiteRT/TFLM, red: full TF/JAX)",
+    env = next((r["env"] for r in rows if r.get("env")), "")
+    fig.suptitle(f"{env}: exported actor variants (blue: LiteRT/TFLM, red: full TF/JAX)",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -182,11 +182,11 @@ def micro_quantization(entry: dict) -> dict:
     return out
 
 
-def check_shapes(policy, obs_dim: int, act_dim: int, name: str) -> None:
+def check_shapes(policy, obs_dim: int, act_dim: int, name: str, env_id: str) -> None:
     """One-line HarnessError unless input is [1, obs_dim] and output [1, act_dim]."""
     if tuple(policy.input_shape) != (1, obs_dim):
         raise HarnessError(f"{name}: model input shape {list(policy.input_shape)} does not "
-                           f"match the environment; expected [1, {obs_dim}] (Ant-v5 obs)")
+                           f"match {env_id}'s observation [1, {obs_dim}]")
     if tuple(policy.output_shape) != (1, act_dim):
         raise HarnessError(f"{name}: model output shape {list(policy.output_shape)} does not "
-                           f"match the environment; expected [1, {act_dim}] (Ant-v5 action)")
+                           f"match {env_id}'s action [1, {act_dim}]")

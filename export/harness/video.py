@@ -49,7 +49,9 @@ def _policy():
 def _render_env(width: int, height: int):
     """(env, first obs, first frame); one-line HarnessError without a GL backend."""
     try:
-        env = make_env(_STEPS.value, render_mode="rgb_array")
+        env_id, env_kwargs = profiles.task(flags.FLAGS, None)
+        env = make_env(_STEPS.value, render_mode="rgb_array", env_id=env_id,
+                       env_kwargs=env_kwargs)
         env.unwrapped.width, env.unwrapped.height = width, height
         obs, _ = env.reset(seed=_SEED.value)
         return env, obs, env.render()

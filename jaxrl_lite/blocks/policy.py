@@ -4,6 +4,10 @@ Every algorithm's deterministic policy is the same function:
 
     action = tanh(ActorTorso(normalize(obs)))       float32 [..., act_dim] in [-1, 1]
 
+mapped onto the task's action bounds when they are not [-1, 1] (Humanoid's +-0.4,
+Pusher's +-2): ``low + (tanh + 1) * (high - low) / 2``. Agents act in [-1, 1]; the
+training env maps their actions the same way (:class:`ScaledActions`).
+
 PPO samples around the torso output (``loc``) with a tanh-squashed Gaussian;
 the actor-critic uses ``tanh(loc)`` directly. What export needs is a
 :class:`PolicySpec` (JSON-serialisable) plus the actor params and the
@@ -18,6 +22,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_lite.blocks import normalizer
 
@@ -34,6 +39,8 @@ class PolicySpec:
     hidden_sizes: tuple[int, ...] = (256, 256)
     activation: str = "tanh"
     layer_norm: bool = False
+    action_low: tuple[float, ...] | None = None   # None: [-1, 1]
+    action_high: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -42,6 +49,18 @@ class PolicySpec:
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if (self.action_low is None) != (self.action_high is None):
+            raise ValueError("give both action_low and action_high, or neither")
+        if self.action_low is not None:
+            low, high = (tuple(float(x) for x in b) for b in (self.action_low, self.action_high))
+            if len(low) != self.act_dim or len(high) != self.act_dim or not all(
+                    lo < hi for lo, hi in zip(low, high)):
+                raise ValueError(f"action bounds must be act_dim={self.act_dim} pairs with "
+                                 f"low < high, got {low}, {high}")
+            if all(lo == -1.0 and hi == 1.0 for lo, hi in zip(low, high)):
+                low = high = None  # [-1, 1]: nothing to map
+            object.__setattr__(self, "action_low", low)
+            object.__setattr__(self, "action_high", high)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,6 +74,20 @@ class PolicySpec:
         d = dict(d)
         d["hidden_sizes"] = tuple(d.get("hidden_sizes", (256, 256)))
         return cls(**d)
+
+    def with_bounds(self, low, high) -> "PolicySpec":
+        """This spec acting within [low, high] (float [act_dim] each; finite)."""
+        return dataclasses.replace(self, action_low=tuple(np.asarray(low, float).tolist()),
+                                   action_high=tuple(np.asarray(high, float).tolist()))
+
+
+def to_bounds(spec: PolicySpec, action: jax.Array) -> jax.Array:
+    """Actions in [-1, 1] [..., act_dim] -> the spec's bounds (identity without them)."""
+    if spec.action_low is None:
+        return action
+    low = jnp.asarray(spec.action_low, jnp.float32)
+    high = jnp.asarray(spec.action_high, jnp.float32)
+    return action * ((high - low) / 2) + (high + low) / 2
 
 
 class MLP(nn.Module):
@@ -92,6 +125,22 @@ def init_actor_params(spec: PolicySpec, key: jax.Array):
 
 def deterministic_action(spec: PolicySpec, actor_params, norm_state: normalizer.NormalizerState,
                          obs: jax.Array, clip_observations: bool = True) -> jax.Array:
-    """Raw obs float32 [..., obs_dim] -> action float32 [..., act_dim] in [-1, 1]."""
+    """Raw obs float32 [..., obs_dim] -> action float32 [..., act_dim] within the
+    spec's bounds ([-1, 1] without them)."""
     x = normalizer.normalize(norm_state, obs, clip=clip_observations)
-    return jnp.tanh(actor_torso(spec).apply(actor_params, x))
+    return to_bounds(spec, jnp.tanh(actor_torso(spec).apply(actor_params, x)))
+
+
+class ScaledActions:
+    """An env whose ``step`` takes actions in [-1, 1] and hands the wrapped env
+    ``to_bounds(spec, action)``: what the agents act in, mapped as the deployed policy
+    maps it. Everything else is the wrapped env's."""
+
+    def __init__(self, env, spec: PolicySpec):
+        self.env, self.spec = env, spec
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["env"], name)
+
+    def step(self, state, action):
+        return self.env.step(state, to_bounds(self.spec, action))

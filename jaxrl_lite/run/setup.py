@@ -20,10 +20,12 @@ import types
 
 import jax
 import jaxlib
+import numpy as np
 from absl import logging
 
 from jaxrl_lite import agents, envs
 from jaxrl_lite.blocks import sharding
+from jaxrl_lite.blocks.policy import PolicySpec, ScaledActions
 from jaxrl_lite.run import checkpoint, multihost, run_config
 from jaxrl_lite.run.errors import ConfigError, output_errors
 from jaxrl_lite.run.run_config import CONFIG_FILE, TrainConfig
@@ -67,8 +69,9 @@ class Run:
     config: TrainConfig
     agent: types.ModuleType
     parallel: sharding.DataParallel
-    env: object                # training envs (sharded, auto-reset)
+    env: object                # training envs (sharded, auto-reset; actions in [-1, 1])
     eval_env: object           # evaluation envs (plain task, no auto-reset)
+    action_bounds: tuple | None  # (low, high) [act_dim] the policy maps onto; None: [-1, 1]
     schedule: Schedule
     init_key: jax.Array
     eval_key: jax.Array
@@ -96,6 +99,10 @@ def build(config: TrainConfig) -> Run:
                           f"{eval_env.observation_size}); the policy is evaluated and "
                           f"exported on the plain --env={config.env}")
     env = parallel.shard_env(train_env)
+    bounds = action_bounds(train_env)
+    if bounds is not None:  # agents act in [-1, 1]; the env gets the task's units
+        env = ScaledActions(env, PolicySpec(config.env, env.observation_size, env.action_size,
+                                            (1,)).with_bounds(*bounds))
     if hasattr(agent, "check_env"):   # optional: config vs env, before any write
         try:
             agent.check_env(ac, env)
@@ -103,7 +110,17 @@ def build(config: TrainConfig) -> Run:
             raise ConfigError(f"--algo={config.algo}: {e}") from None
     schedule = Schedule.from_config(config, int(agent.env_steps_per_iteration(ac)))
     init_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    return Run(config, agent, parallel, env, eval_env, schedule, init_key, eval_key)
+    return Run(config, agent, parallel, env, eval_env, bounds, schedule, init_key, eval_key)
+
+
+def action_bounds(env) -> tuple[np.ndarray, np.ndarray] | None:
+    """The task's finite action bounds when they are not [-1, 1], else None."""
+    low, high = getattr(env, "action_low", None), getattr(env, "action_high", None)
+    if low is None or not (np.isfinite(low).all() and np.isfinite(high).all()):
+        return None
+    if (low == -1).all() and (high == 1).all():
+        return None
+    return np.asarray(low, np.float32), np.asarray(high, np.float32)
 
 
 @contextlib.contextmanager

@@ -208,6 +208,8 @@ class Boundaries:
                                      description=f"{config.algo} {config.env}")
         self.spec = dataclasses.replace(
             run.agent.policy_parts(run.agent_config, state)[0], env=config.env)
+        if run.action_bounds is not None:  # the deployed policy acts in the task's units
+            self.spec = self.spec.with_bounds(*run.action_bounds)
 
     def __enter__(self):
         return self
