@@ -6,7 +6,7 @@ instead of linking TFLM this package generates C99 for the model's graph: the
 weights as ``static const`` arrays and calls into ``mcu_kernels.c``, which
 reproduces TFLM's reference integer kernels for the ops the exported actors
 use (float SUB/ADD/MUL normalisation, QUANTIZE, FULLY_CONNECTED int8 and
-16x8, TANH int8 and int16, quantized SUB/MUL, DEQUANTIZE). A model with any
+16x8, TANH int8 and int16, int16 SUB/MUL, DEQUANTIZE). A model with any
 other op is refused with one line naming it.
 
     info = write_c_sources(model_bytes, out_dir)   # out_dir/actor_mcu.{h,c}, mcu_kernels.{h,c}

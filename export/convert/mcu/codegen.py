@@ -17,7 +17,7 @@ from export.convert.mcu import fixedpoint as fp
 from export.convert.mcu.graph import Op, Tensor, UnsupportedModelError, read_graph
 
 # Op -> input dtypes it runs with on the microcontroller path.
-SUPPORTED = {"SUB": ("float32", "int8", "int16"), "MUL": ("float32", "int8", "int16"),
+SUPPORTED = {"SUB": ("float32", "int16"), "MUL": ("float32", "int16"),
              "ADD": ("float32",), "QUANTIZE": ("float32",), "DEQUANTIZE": ("int8", "int16"),
              "FULLY_CONNECTED": ("int8", "int16"), "TANH": ("int8", "int16")}
 _CTYPE = {"float32": "float", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
@@ -152,7 +152,7 @@ def _binary(e: _Emitter, op: Op):
     lo, hi = _quant_act_range(op, out)
     f32 = np.float32
     if op.name == "SUB":
-        left = 15 if a.dtype == "int16" else 20
+        left = 15
         twice_max = f32(2) * max(f32(s1), f32(s2))
         m1, sh1 = fp.quantize_multiplier(float(f32(s1) / twice_max))
         m2, sh2 = fp.quantize_multiplier(float(f32(s2) / twice_max))
@@ -163,8 +163,7 @@ def _binary(e: _Emitter, op: Op):
     name = f"p{len(e.consts)}"
     e.consts.append(f"static const mcu_binary_params {name} = {{{-z1}, {-z2}, {zo}, {left}, "
                     f"{m1}, {sh1}, {m2}, {sh2}, {mo}, {sho}, {lo}, {hi}}};")
-    suffix = "i16" if a.dtype == "int16" else "i8"
-    e.body.append(f"mcu_{kind}_{suffix}({out.size}, {e.ref(a)}, {sa}, {e.ref(b)}, {sb}, "
+    e.body.append(f"mcu_{kind}_i16({out.size}, {e.ref(a)}, {sa}, {e.ref(b)}, {sb}, "
                   f"&{name}, {e.ref(out)});")
 
 

@@ -93,7 +93,7 @@ void mcu_dequantize_i16(int n, const int16_t *q, double scale, int32_t zero_poin
   for (int i = 0; i < n; ++i) out[i] = (float)(scale * (double)((int32_t)q[i] - zero_point));
 }
 
-/* ---------------------------------------------------------------- quantized SUB / MUL */
+/* ---------------------------------------------------------------- int16 SUB / MUL */
 
 static int32_t sub_one(int32_t a, int32_t b, const mcu_binary_params *p) {
   int32_t x1 = (int32_t)((uint32_t)(p->in1_offset + a) << p->left_shift);
@@ -107,19 +107,9 @@ static int32_t mul_one(int32_t a, int32_t b, const mcu_binary_params *p) {
   return clamp32(p->out_offset + mbqm(prod, p->out_mult, p->out_shift), p->act_min, p->act_max);
 }
 
-void mcu_sub_i8(int n, const int8_t *a, int a_step, const int8_t *b, int b_step,
-                const mcu_binary_params *p, int8_t *out) {
-  for (int i = 0; i < n; ++i) out[i] = (int8_t)sub_one(a[i * a_step], b[i * b_step], p);
-}
-
 void mcu_sub_i16(int n, const int16_t *a, int a_step, const int16_t *b, int b_step,
                  const mcu_binary_params *p, int16_t *out) {
   for (int i = 0; i < n; ++i) out[i] = (int16_t)sub_one(a[i * a_step], b[i * b_step], p);
-}
-
-void mcu_mul_i8(int n, const int8_t *a, int a_step, const int8_t *b, int b_step,
-                const mcu_binary_params *p, int8_t *out) {
-  for (int i = 0; i < n; ++i) out[i] = (int8_t)mul_one(a[i * a_step], b[i * b_step], p);
 }
 
 void mcu_mul_i16(int n, const int16_t *a, int a_step, const int16_t *b, int b_step,
@@ -163,7 +153,7 @@ void mcu_tanh_i8(int n, const int8_t *x, const int8_t lut[256], int8_t *y) {
 
 /* sigmoid(i / 24) in unsigned 0.16 fixed point, as TFLM tabulates it (its rounding is
  * not round(65536 * sigmoid) in 44 entries, so this is data; tests/test_mcu_kernels.py
- * re-reads every entry from TFLM's int16 TANH). tanh(x) = 2 * sigmoid(2x) - 1. */
+ * checks every entry against TFLM's int16 TANH). tanh(x) = 2 * sigmoid(2x) - 1. */
 static const uint16_t sigmoid_table[256] = {
   32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149,
   40794, 41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369,

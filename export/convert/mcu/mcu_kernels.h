@@ -30,20 +30,16 @@ void mcu_quantize_i16(int n, const float *x, float scale, int32_t zero_point, in
 void mcu_dequantize_i8(int n, const int8_t *q, double scale, int32_t zero_point, float *out);
 void mcu_dequantize_i16(int n, const int16_t *q, double scale, int32_t zero_point, float *out);
 
-/* Quantized SUB / MUL (int8 or int16 via the *_i8/_i16 names), TFLM's general path. */
+/* int16 SUB / MUL (the 16x8 normalisation), TFLM's general quantized path. */
 typedef struct {
   int32_t in1_offset, in2_offset, out_offset; /* -zero_point (inputs), +zero_point (out) */
-  int32_t left_shift;                         /* SUB only: 20 for int8, 15 for int16 */
+  int32_t left_shift;                         /* SUB only: 15 */
   int32_t in1_mult, in1_shift, in2_mult, in2_shift; /* SUB only */
   int32_t out_mult, out_shift;
   int32_t act_min, act_max;
 } mcu_binary_params;
-void mcu_sub_i8(int n, const int8_t *a, int a_step, const int8_t *b, int b_step,
-                const mcu_binary_params *p, int8_t *out);
 void mcu_sub_i16(int n, const int16_t *a, int a_step, const int16_t *b, int b_step,
                  const mcu_binary_params *p, int16_t *out);
-void mcu_mul_i8(int n, const int8_t *a, int a_step, const int8_t *b, int b_step,
-                const mcu_binary_params *p, int8_t *out);
 void mcu_mul_i16(int n, const int16_t *a, int a_step, const int16_t *b, int b_step,
                  const mcu_binary_params *p, int16_t *out);
 
