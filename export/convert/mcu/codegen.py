@@ -63,8 +63,7 @@ def _c_array(ctype: str, name: str, values, per_line: int = 16) -> str:
 class _Emitter:
     """Accumulates constant arrays, buffers and invoke() statements while walking the graph."""
 
-    def __init__(self, graph, prefix: str):
-        self.g, self.prefix = graph, prefix
+    def __init__(self, graph):
         self.consts: list[str] = []
         self.buffers: dict[int, str] = {}
         self.body: list[str] = []
@@ -266,7 +265,7 @@ def generate(model: bytes, name: str) -> tuple[str, str, dict]:
         raise ValueError(f"name {name!r} is not a C identifier")
     graph = read_graph(model)
     check_supported(graph)
-    e = _Emitter(graph, name)
+    e = _Emitter(graph)
     for op in graph.ops:
         _EMIT[op.name](e, op)
     n_in, n_out = graph.inputs[0].size, graph.outputs[0].size
