@@ -45,7 +45,7 @@ def read(name: str) -> bytes:
 def _folded(params, norm):
     """Actor params with (obs - mean) / max(std, FOLD_MIN_STD) folded into hidden_0, and an
     identity normaliser."""
-    from jaxrl_lite import normalizer
+    from jaxrl_lite.blocks import normalizer
     p = {k: dict(v) for k, v in params["params"].items()}
     std = np.maximum(np.sqrt(np.maximum(np.asarray(norm.var, np.float64), 0.0)), FOLD_MIN_STD)
     w = np.asarray(p["hidden_0"]["kernel"], np.float64)
@@ -66,7 +66,7 @@ def build(out_dir: str = DATA, seed: int = 0) -> dict[str, bytes]:
 
     from export.convert import jax2tf_bridge, observations, tflite
     from export.convert.mcu.int16x8 import convert_int16x8
-    from jaxrl_lite.policy import PolicySpec, init_actor_params
+    from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
     spec = PolicySpec("Ant-v5", 105, 8, (64, 64))
     params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(seed)))
