@@ -24,6 +24,7 @@ from absl import app, flags, logging
 
 from experiments import train  # defines every training flag (shared FLAGS)
 import jax  # noqa: E402,I001 (after experiments.train has set JAX's environment)
+from jaxrl_lite import envs
 from jaxrl_lite.run import evaluation, trainer
 from jaxrl_lite.run.trainer import ConfigError
 
@@ -54,9 +55,9 @@ def main(argv):
     t_start = time.perf_counter()
 
     def check(config):
-        if config.env != "Ant-v5":
-            raise ConfigError(f"bench_learning evaluates in gymnasium's Ant-v5; "
-                              f"got --env={config.env}")
+        if envs.task_spec(config.env) is None:
+            raise ConfigError(f"bench_learning evaluates in gymnasium's own task; "
+                              f"--env={config.env} is not a gymnasium task")
         if _EPISODES.value < 1:
             raise ConfigError(f"--episodes must be positive, got {_EPISODES.value}")
 

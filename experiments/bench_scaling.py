@@ -174,9 +174,10 @@ def run_all() -> dict:
     from jaxrl_lite import agents, envs
     if _ALGO.value not in agents.names():
         raise UsageError(f"unknown --algo={_ALGO.value!r}; valid: {', '.join(agents.names())}")
-    if _ENV.value not in envs.registered():
-        raise UsageError(f"unknown --env={_ENV.value!r}; registered: "
-                         f"{', '.join(envs.registered())}")
+    try:
+        envs.task_spec(_ENV.value)
+    except ValueError as e:
+        raise UsageError(f"--env: {e}") from None
     agent = agents.get(_ALGO.value)
     try:
         agent.Config(**{**_overrides(agent, _SET.value), "num_envs": _global_envs(counts[0])}

@@ -51,19 +51,35 @@ _STAGE_OUT = flags.DEFINE_string("stage_out", None, "Internal: JSON result path 
 # default training times is the default 540 s.
 STAGE_BUDGET_S = {"environment": 20.0, "parity": 70.0, "env_throughput": 90.0,
                   "ppo_learning": 60.0, "ac_learning": 40.0}
-# Toy sizes of --dry_run: the GPU presets' network shapes, a handful of envs/steps.
+# Toy sizes of --dry_run: the GPU presets' network shapes, a handful of envs/steps, and
+# InvertedPendulum-v5 (MJX compiles it several times faster than Ant-v5 on a CPU).
 DRY = {
+    "task": "InvertedPendulum-v5",
     "env_batch_sizes": [4], "parity_states": 4, "episodes": 1, "train_s": 5.0,
     "ppo": ["--num_envs=8", "--total_steps=160", "--log_every_steps=80",
             "--eval_every_steps=160", "--eval_envs=2", "--checkpoint_every_steps=160"],
     "ac": ["--num_envs=4", "--steps_per_iteration=5", "--total_steps=40",
            "--warmup_steps=20", "--buffer_size=400", "--batch_size=32",
            "--updates_per_step=2", "--log_every_steps=20", "--eval_every_steps=40",
-           "--eval_envs=2", "--checkpoint_every_steps=40"],
+           "--eval_envs=2", "--checkpoint_every_steps=40", "--observation_features=0"],
 }
 PERCENTILES = (50, 90, 99, 100)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARITY_KEYS = ("obs_qpos", "obs_qvel", "obs_cfrc", "reward")
+FULL_TASK = "Ant-v5"
+
+
+def _task(dry: bool) -> str:
+    return DRY["task"] if dry else FULL_TASK
+
+
+def _parity_groups(task: str) -> dict:
+    """Observation blocks reported per task (Ant-v5: qpos / qvel / contact forces)."""
+    from jaxrl_lite.envs import gym_reference  # in the stage's child process only
+    return gym_reference.ANT_OBS_GROUPS if task == "Ant-v5" else {"obs": slice(None)}
+
+
+def _parity_keys(task: str) -> tuple[str, ...]:
+    return tuple(f"obs_{g}" for g in _parity_groups(task)) + ("reward",)
 
 
 # ----------------------------------------------------------------------------
@@ -120,17 +136,20 @@ def stage_parity(dry: bool) -> dict:
     from jaxrl_lite.envs import gym_reference
 
     states = DRY["parity_states"] if dry else _PARITY_STATES.value
-    ref = gym_reference.collect("Ant-v5", states, seed=0, perturb=gym_reference.ant_lift)
-    out = {"states": states, "precision": {}}
+    task = _task(dry)
+    ref = gym_reference.collect(task, states, seed=0,
+                                perturb=gym_reference.ant_lift if task == "Ant-v5" else None)
+    out = {"task": task, "states": states, "precision": {}}
     for precision in ("highest", "default"):
         t = time.perf_counter()
         with jax.default_matmul_precision(None if precision == "default" else precision):
-            env = envs.make("Ant-v5", backend="mjx", num_envs=states, auto_reset=False)
-            errs = gym_reference.one_step_errors(env, ref, gym_reference.ANT_OBS_GROUPS)
+            env = envs.make(task, backend="mjx", num_envs=states, auto_reset=False)
+            errs = gym_reference.one_step_errors(env, ref, _parity_groups(task))
         out["precision"][precision] = {
             "seconds": round(time.perf_counter() - t, 1),
             "terminated_mismatch": int(np.sum(errs["terminated_mismatch"])),
-            **{k: _percentiles(errs[k]) for k in PARITY_KEYS}}
+            **{k: _percentiles(errs[k]) for k in _parity_keys(task)}}
+    out["keys"] = list(_parity_keys(task))
     return out
 
 
@@ -143,7 +162,8 @@ def stage_env_throughput(dry: bool) -> dict:
     device = jax.devices()[0]
     rows = []
     for n in sizes:
-        row = time_backend("mjx", n, steps=10 if dry else 50, repeats=2, seed=0)
+        row = time_backend("mjx", n, steps=10 if dry else 50, repeats=2, seed=0,
+                           task=_task(dry))
         stats = device.memory_stats() or {}
         row["peak_device_memory_gb"] = (round(stats["peak_bytes_in_use"] / 2 ** 30, 2)
                                         if "peak_bytes_in_use" in stats else None)
@@ -164,7 +184,7 @@ def _learning_cmd(algo: str, dry: bool, out_dir: str) -> tuple[list[str], float]
            f"--max_wall_s={train_s}", "--noprogress", "--seed=0",
            f"--episodes={DRY['episodes'] if dry else _EPISODES.value}"]
     if dry:
-        cmd += DRY[algo]
+        cmd += DRY[algo] + [f"--env={DRY['task']}"]
     return cmd, train_s
 
 
@@ -255,10 +275,11 @@ def markdown(report: dict) -> str:
                   f"CUDA: {env['cuda']}; Python {env['python']}"]
     par = st.get("parity", {}).get("result")
     if par:
-        lines += ["", f"MJX vs gymnasium, one step from {par['states']} visited states:", "",
+        lines += ["", f"MJX vs gymnasium {par['task']}, one step from {par['states']} visited "
+                  f"states:", "",
                   "| precision | quantity | p50 | p90 | p99 | max |", "|---|---|---|---|---|---|"]
         for prec, res in par["precision"].items():
-            for k in PARITY_KEYS:
+            for k in par["keys"]:
                 v = res[k]
                 lines.append(f"| {prec} | {k} | {v['p50']:.2g} | {v['p90']:.2g} | "
                              f"{v['p99']:.2g} | {v['max']:.2g} |")

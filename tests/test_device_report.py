@@ -29,15 +29,18 @@ def test_dry_run_writes_every_stage_and_trains_the_gpu_presets_on_mjx(tmp_path):
                             "ac_learning"]
     assert all(s["status"] == "ok" for s in stages.values()), stages
     assert stages["environment"]["result"]["backend"] == "cpu"
+    parity = stages["parity"]["result"]
+    assert parity["task"] == "InvertedPendulum-v5"  # the dry run's cheap task
     for precision in ("highest", "default"):
-        rows = stages["parity"]["result"]["precision"][precision]
-        assert rows["obs_qpos"]["p50"] <= rows["obs_qpos"]["max"] < 1.0
+        rows = parity["precision"][precision]
+        assert rows["obs_obs"]["p50"] <= rows["obs_obs"]["max"] < 1.0
         assert rows["terminated_mismatch"] == 0
     (row,) = stages["env_throughput"]["result"]["rows"]
     assert row["backend"] == "mjx" and row["env_steps_per_s"] > 0
     for algo in ("ppo", "ac"):
         res = stages[f"{algo}_learning"]["result"]
         assert res["backend"] == "mjx" and res["algo"] == algo and res["env_steps"] > 0
+        assert res["gymnasium"]["env"] == "InvertedPendulum-v5"
         assert math.isfinite(res["return_mean"])
         config = json.load(open(tmp_path / f"{algo}_run" / "config.json"))
         preset = {line.split("=")[0][2:]: line.strip().split("=", 1)[1]
@@ -49,7 +52,7 @@ def test_dry_run_writes_every_stage_and_trains_the_gpu_presets_on_mjx(tmp_path):
             if key in preset:
                 assert config[key] == [int(x) for x in preset[key].split(",")], key
     md = open(tmp_path / "device_report.md").read()
-    assert "| highest | obs_qvel |" in md and "| ppo_gpu |" in md and "| ac_gpu |" in md
+    assert "| highest | obs_obs |" in md and "| ppo_gpu |" in md and "| ac_gpu |" in md
 
 
 def test_bad_flags_get_one_line(tmp_path):

@@ -31,7 +31,8 @@ def _bad_cases(base, a):
     cases = [
         ("algo", ["--algo=sac"], r"unknown --algo='sac'; valid algos: ppo, ac", None),
         ("backend", ["--backend=cuda"], r"unknown --backend='cuda'.*mjx, mujoco", None),
-        ("env", ["--env=Nope-v0"], r"unknown --env='Nope-v0'", None),
+        ("env", ["--env=Nope-v0"], r"--env: unknown environment 'Nope-v0'; registered: Ant-v5, "
+         r"HalfCheetah-v5, .*InvertedDoublePendulum-v5, PointMass-v0", None),
         ("num_envs", ["--num_envs=0"], r"num_envs must be a positive integer, got 0", None),
         ("total_steps", ["--total_steps=-5"], r"total_steps must be a positive", None),
         ("minibatches", ["--num_minibatches=3"], r"64 does not divide into num_minibatches=3",

@@ -17,6 +17,7 @@ actuators' ctrlrange, to which the physics clamps actions) besides the Env API.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 from jaxrl_lite.envs.core import Env, State
@@ -33,27 +34,48 @@ _REGISTRY["PointMass-v0"] = PointMass
 _logged_auto = False
 
 
-def register(spec: TaskSpec) -> None:
-    """Make ``spec.name`` available to :func:`make` (and to ``--env`` of the trainer,
-    the exporter and the harness in this process). One-line ValueError if the name is
-    taken by another task."""
+def register(spec: TaskSpec, gym_entry_point: str | None = None) -> None:
+    """Make ``spec.name`` available to :func:`make`, and with ``gym_entry_point``
+    ("module:EnvClass", a gymnasium ``MujocoEnv`` of the same task) to gymnasium too,
+    which the exporter and the Pi harness run. Call it when your module is imported;
+    then ``--env=your.module:Name`` works in any process (the module is imported
+    first, as gymnasium does). One-line ValueError if the name is taken."""
     if not isinstance(spec, TaskSpec):
         raise TypeError(f"register takes a TaskSpec, got {type(spec).__name__}")
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        raise ValueError(f"task {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
+    short = spec.name.split(":")[-1]
+    if _REGISTRY.get(short, spec) is not spec:
+        raise ValueError(f"task {short!r} is already registered")
+    _REGISTRY[short] = spec
+    if gym_entry_point is not None:
+        import gymnasium as gym
+
+        if short not in gym.registry:
+            gym.register(id=short, entry_point=gym_entry_point,
+                         max_episode_steps=spec.config().max_episode_steps)
 
 
 def registered() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def _lookup(name: str):
+    """A registered name, or "module:Name" (the module is imported first)."""
+    if name in _REGISTRY or ":" not in name:
+        return _REGISTRY.get(name)
+    module, _, short = name.rpartition(":")
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"environment {name!r}: cannot import {module} ({e})") from None
+    return _REGISTRY.get(short)
+
+
 def task_spec(name: str) -> TaskSpec | None:
     """The TaskSpec of a registered MuJoCo task (None for a pure-JAX env); one-line
     ValueError listing the registered names for an unknown one."""
-    if name not in _REGISTRY:
+    entry = _lookup(name)
+    if entry is None:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(_REGISTRY)}")
-    entry = _REGISTRY[name]
     return entry if isinstance(entry, TaskSpec) else None
 
 
@@ -79,7 +101,7 @@ def make(name: str, backend: str = "auto", num_envs: int = 1, auto_reset: bool =
     spec = task_spec(name)
     backend = resolve_backend(backend)
     if spec is None:
-        return _REGISTRY[name](num_envs=num_envs, auto_reset=auto_reset, **kwargs)
+        return _lookup(name)(num_envs=num_envs, auto_reset=auto_reset, **kwargs)
     if backend == "mjx":
         from jaxrl_lite.envs.mjx_backend import MjxEnv
         return MjxEnv(spec, num_envs=num_envs, auto_reset=auto_reset, **kwargs)

@@ -119,7 +119,9 @@ def _build(env: "MjxEnv") -> _Fns:
         # position (kinematics suffices when no field is read; cfrc_ext stays zero).
         d = mjx.forward(model, d) if spec.reset_fields else mjx.kinematics(model, d)
         fields = fields_of(d, spec.reset_fields)
-        physics = {"qpos": qpos, "qvel": qvel, "qacc_warmstart": warm, "pos": position(d)}
+        physics = {"qpos": qpos, "qvel": qvel, "qacc_warmstart": warm}
+        if pos.dim:  # (checkpoints cannot hold zero-size arrays)
+            physics["pos"] = position(d)
         return sem.observation(qpos, qvel, fields), physics, sem.reset_info(qpos, qvel, fields)
 
     def step(physics, action):
@@ -129,11 +131,12 @@ def _build(env: "MjxEnv") -> _Fns:
         d = mjx.rne_postconstraint(model, d)
         after = position(d)
         fields = fields_of(d, spec.fields)
-        reward, terminated, info = sem.transition(d.qpos, d.qvel, fields,
-                                                  after - physics["pos"], action)
+        dpos = after - physics["pos"] if pos.dim else after
+        reward, terminated, info = sem.transition(d.qpos, d.qvel, fields, dpos, action)
         obs = sem.observation(d.qpos, d.qvel, fields)
-        new = {"qpos": d.qpos, "qvel": d.qvel, "qacc_warmstart": d.qacc_warmstart,
-               "pos": after}
+        new = {"qpos": d.qpos, "qvel": d.qvel, "qacc_warmstart": d.qacc_warmstart}
+        if pos.dim:
+            new["pos"] = after
         return (obs, reward.astype(jnp.float32), terminated.astype(jnp.float32), new,
                 {k: jnp.asarray(v, jnp.float32) for k, v in info.items()})
 

@@ -106,9 +106,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     except ImportError as e:
         raise ConfigError(f"--algo={config.algo} is not available in this installation "
                           f"({e})") from None
-    if config.env not in envs.registered():
-        raise ConfigError(f"unknown --env={config.env!r}; registered: "
-                          f"{', '.join(envs.registered())}")
+    try:
+        envs.task_spec(config.env)
+    except ValueError as e:
+        raise ConfigError(f"--env: {e}") from None
     if config.backend not in envs.BACKENDS:
         raise ConfigError(f"unknown --backend={config.backend!r}; valid backends: "
                           f"{', '.join(envs.BACKENDS)}")
