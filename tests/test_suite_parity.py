@@ -47,3 +47,30 @@ def test_native_backend_reproduces_gymnasium(spec):
     print(f"\n{spec.name}: worst relative error " +
           " ".join(f"{k}={v:.1e}" for k, v in worst.items()))
     assert max(worst.values()) <= TOL, worst
+
+
+@pytest.mark.parametrize("spec", SUITE, ids=lambda s: s.name)
+def test_nan_action_matches_gymnasium(spec):
+    """An action with a NaN entry: MuJoCo applies zero force on every actuator and
+    warns; gymnasium's reward is NaN wherever its cost reads the action (or
+    ``data.ctrl``, which keeps the NaN). Ours: the same finite next state, and NaN
+    in exactly the same reward and info terms."""
+    import gymnasium as gym
+    import jax.numpy as jnp
+
+    g = gym.make(spec.name)
+    g.reset(seed=1)
+    data = g.unwrapped.data
+    env = envs.make(spec.name, backend="mujoco", num_envs=1, auto_reset=False)
+    state = env.reset_to(data.qpos[None].copy(), data.qvel[None].copy())
+    action = np.full(env.action_size, 0.1, np.float32)
+    action[0] = np.nan
+    obs, reward, _, _, info = g.step(action.astype(np.float64))
+    state = env.step(state, jnp.asarray(action[None]))
+    assert np.all(np.isfinite(obs))
+    assert _worst(np.asarray(state.obs[0]), obs) <= TOL
+    assert np.isnan(float(state.reward[0])) == np.isnan(reward)
+    for k, v in info.items():
+        if k in state.info:
+            ours = np.asarray(state.info[k][0], np.float64)
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(np.asarray(v, np.float64)), k)

@@ -54,9 +54,10 @@ def sanitize_ctrl(action):
     Measured on native MuJoCo 4.0 (through gymnasium): entries are clamped to
     ``ctrlrange`` by the engine (MJX clamps the same way), and if any entry is NaN,
     MuJoCo warns ``mjWARN_BADCTRL`` and applies zero to *all* actuators for that
-    step (and keeps zeros in ``data.ctrl``): the physics stays finite, while a
-    reward whose ctrl cost sees the raw action is NaN. MJX would propagate the NaN
-    into the state, so backends pass the action through this first.
+    step (``data.ctrl`` keeps the NaN: gymnasium's Humanoid cost, which reads it, is
+    NaN, like every cost that reads the action): the physics stays finite. MJX
+    would propagate the NaN into the state, so backends pass the action through
+    this first; costs read the raw action.
     """
     return jnp.where(jnp.any(jnp.isnan(action)), jnp.zeros_like(action), action)
 

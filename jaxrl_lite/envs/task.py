@@ -40,7 +40,7 @@ FIELD_SIZES: dict[str, Callable[[Any], int]] = {
     "site_xpos": lambda m: m.nsite * 3,
     "ten_length": lambda m: m.ntendon,
     "ten_velocity": lambda m: m.ntendon,
-    "ctrl": lambda m: m.nu,                  # as the engine kept it (NaN -> all zeros)
+    "ctrl": lambda m: m.nu,                  # as the backend handed it (model.sanitize_ctrl)
 }
 FIELD_SHAPES: dict[str, Callable[[Any], tuple[int, ...]]] = {
     "cfrc_ext": lambda m: (m.nbody, 6), "cinert": lambda m: (m.nbody, 10),

@@ -9,8 +9,10 @@ forces ``cfrc_ext[1:]``: 45 + 130 + 78 + 17 + 78 = 348).
   unhealthy.
 * HumanoidStandup: reward = qpos[2] / timestep - 0.1 * |ctrl|^2
   - clip(0.5e-6 * |cfrc_ext|^2, impact_cost_range) + 1; never terminates.
-* reset: qpos + U(+-s), qvel + U(+-s); the control costs read ``data.ctrl``, which the
-  engine zeroes when an action has a NaN.
+* reset: qpos + U(+-s), qvel + U(+-s). gymnasium's control cost reads ``data.ctrl``,
+  which MuJoCo keeps equal to the action as given (NaN included: the engine then
+  applies zero force but leaves the NaN there), so the cost here reads the action:
+  a NaN action gives a NaN reward, as in gymnasium.
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def _bind(model, config) -> Semantics:
 
     def transition(qpos, qvel, fields, dpos, action):
         info = positions(qpos, fields)
-        ctrl = task.control_cost(config.ctrl_cost_weight, fields["ctrl"])
+        ctrl = task.control_cost(config.ctrl_cost_weight, action)
         if standup:
             uph = (qpos[2] - 0) / timestep
             impact = quadratic(config.impact_cost_weight, fields["cfrc_ext"],
@@ -135,8 +137,7 @@ def _position(model, config) -> Position:
         Position("mass_center", 2)
 
 
-_STEP_FIELDS = ("cinert", "cvel", "qfrc_actuator", "cfrc_ext", "ten_length", "ten_velocity",
-                "ctrl")
+_STEP_FIELDS = ("cinert", "cvel", "qfrc_actuator", "cfrc_ext", "ten_length", "ten_velocity")
 _RESET_FIELDS = ("cinert", "cvel", "qfrc_actuator", "ten_length", "ten_velocity")
 HUMANOID = TaskSpec("Humanoid-v5", HumanoidConfig, _STEP_FIELDS, _RESET_FIELDS, _position,
                     _bind)
