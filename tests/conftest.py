@@ -38,3 +38,18 @@ def cli_runs_ab(tmp_path_factory):
     rb2 = cli_runs.train(*cli_runs.COMMON, f"--out_dir={b}", "--resume")
     assert rb2.returncode == 0, rb2.stderr[-3000:]
     return {"base": base, "a": a, "b": b, "stopped_records": stopped}
+
+
+@pytest.fixture(scope="module")
+def actor_run(tmp_path_factory):
+    """A checkpoint of a small (64, 64) Ant-v5 actor whose actions span [-1, 1]:
+    (run_dir, spec, params, normaliser). One per test module (export tests)."""
+    from tests import export_helpers
+    return export_helpers.actor_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def harness_export_dir(tmp_path_factory):
+    """A small real export directory for the Pi-side harness tests (harness_helpers)."""
+    from tests import harness_helpers
+    return harness_helpers.build_export_dir(str(tmp_path_factory.mktemp("harness")))

@@ -36,6 +36,9 @@ def test_unknown_env_backend_and_kwarg():
         envs.make("Ant-v5", backend="mjx", frame_skipp=5)
     msg = one_line(e)
     assert "frame_skipp" in msg and "frame_skip" in msg and "contact_force_range" in msg
+    with pytest.raises(ValueError) as e:
+        envs.make("Hopper-v5", backend="mujoco", render_mode="human")
+    assert "render_mode" in one_line(e) and "render" in one_line(e).split("render_mode")[1]
 
 
 @pytest.mark.parametrize("kwargs, name", [

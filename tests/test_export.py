@@ -1,4 +1,4 @@
-"""Export: jax2tf SavedModel, TFLite variants, pruning, ONNX, TFLite-Micro, manifest, CLI.
+"""Export: jax2tf SavedModel, TFLite variants, pruning, ONNX, TFLite-Micro, manifest (bad input and the CLI: test_export_cli.py).
 
 One export of a small (64, 64) actor is built once per module; every check
 re-measures fidelity itself on a fresh set of real Ant-v5 observations
@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,53 +21,17 @@ jax = require("jax")
 require("tensorflow")
 
 from export.convert import micro, observations, pipeline, tflite  # noqa: E402
-from export.studies import magnitude_pruning as pruning  # noqa: E402
-from jaxrl_lite.run.checkpoint import Checkpointer  # noqa: E402
-from jaxrl_lite.blocks.policy import PolicySpec, deterministic_action, init_actor_params  # noqa: E402
+from jaxrl_lite.blocks.policy import deterministic_action  # noqa: E402
+from tests.export_helpers import mae as _mae  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HIDDEN = (64, 64)
 FAST = dict(num_calibration=400, num_heldout=300, num_distill=2000, prune_steps=300,
             prune_rounds=2, dagger_rounds=1, qat="always", qat_steps=300, studies=True,
             verbose=False)
 
 
-def make_actor(spec: PolicySpec, seed: int = 0):
-    """A random actor whose actions span [-1, 1] like a trained one: orthogonal init,
-    output layer scaled up (init uses 0.01), small random biases; its normaliser is
-    fitted to real Ant-v5 observations of its own rollouts (as training would)."""
-    params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(seed)))
-    rng = np.random.default_rng(seed)
-    for name, layer in params["params"].items():
-        layer["bias"] = rng.normal(0, 0.1, layer["bias"].shape).astype(np.float32)
-    params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 100.0
-    zero = lambda o: np.zeros((len(o), spec.act_dim), np.float32)  # noqa: E731
-    norm = observations.fit_normalizer(observations.collect_observations(zero, 600, seed + 11))
-    for i in range(2):
-        pol = observations.numpy_policy(spec, params, norm)
-        norm = observations.fit_normalizer(
-            observations.collect_observations(pol, 1500, seed + 12 + i, action_noise=0.1))
-    return params, norm
-
-
-def save_checkpoint(run_dir, spec, params, norm, step=1000):
-    ckpt = Checkpointer(str(run_dir))
-    ckpt.save(step, {"actor": params, "step": np.asarray(step)}, spec, params, norm, "ppo")
-    ckpt.close()
-    return str(run_dir)
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    spec = PolicySpec("Ant-v5", 105, 8, HIDDEN)
-    params, norm = make_actor(spec)
-    d = save_checkpoint(tmp_path_factory.mktemp("run"), spec, params, norm)
-    return d, spec, params, norm
-
-
-@pytest.fixture(scope="module")
-def export(run_dir, tmp_path_factory):
-    d, spec, params, norm = run_dir
+def export(actor_run, tmp_path_factory):
+    d, spec, params, norm = actor_run
     out = str(tmp_path_factory.mktemp("exp") / "export")
     bundle = pipeline.load_bundle(d, None)
     manifest = pipeline.export_bundle(bundle, out, pipeline.ExportOptions(**FAST))
@@ -76,9 +39,9 @@ def export(run_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def probe(run_dir):
+def probe(actor_run):
     """Fresh real observations (other seeds than the exporter's) and JAX actions."""
-    _, spec, params, norm = run_dir
+    _, spec, params, norm = actor_run
     pol = observations.numpy_policy(spec, params, norm)
     obs = np.concatenate([observations.collect_observations(pol, 200, 901, action_noise=0.0),
                           observations.collect_observations(pol, 200, 902, action_noise=0.2)])
@@ -90,10 +53,6 @@ def probe(run_dir):
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def _mae(a, b):
-    return float(np.mean(np.abs(np.asarray(a, np.float64) - b)))
 
 
 # ----------------------------------------------------------------- artifacts
@@ -202,14 +161,14 @@ def test_sizes_and_pruning(export, probe):
         assert not sparse["tflite_micro"]["runs"]
 
 
-def test_int8_graph_has_no_clip_and_saturates_like_it(export, run_dir, tmp_path):
+def test_int8_graph_has_no_clip_and_saturates_like_it(export, actor_run, tmp_path):
     """int8 models drop the normalisation clip: their input QUANTIZE saturates at the
     calibrated range, which lies inside [-CLIP, CLIP] (calibration observations are
     clipped first), so on observations far outside the training range they act
     exactly like the same model converted with the clip in the graph."""
     from export.convert import jax2tf_bridge
     out, _ = export
-    _, spec, params, norm = run_dir
+    _, spec, params, norm = actor_run
     assert not {"MAXIMUM", "MINIMUM"} & set(tflite.model_ops(
         _read(os.path.join(out, "actor_int8.tflite"))))
     pol = observations.numpy_policy(spec, params, norm)
@@ -251,13 +210,13 @@ def test_quantization_aware_finetuning(export, probe):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_fake_quant_matches_the_converter(run_dir, tmp_path, activation):
+def test_fake_quant_matches_the_converter(actor_run, tmp_path, activation):
     """The QAT forward pass simulates the converter's int8 model: the same actions on real
     observations but for rare one-step rounding flips of the last layer's int8 output. RELU is fused into FULLY_CONNECTED (its
     output range starts at 0), TANH is an op of its own with a fixed output scale."""
     import jax.numpy as jnp
     from export.convert import jax2tf_bridge, qat
-    _, spec, params, norm = run_dir
+    _, spec, params, norm = actor_run
     spec = dataclasses.replace(spec, activation=activation)
     pol = observations.numpy_policy(spec, params, norm)
     obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
@@ -349,182 +308,3 @@ def test_micro_c_array_compiles(export, tmp_path):
         [str(exe)], check=True, capture_output=True, text=True).stdout.split())
     assert length == os.path.getsize(os.path.join(out, "actor_int8.tflite"))
     assert misalign == 0 and arena > 0
-
-
-# ----------------------------------------------------------------- units
-
-
-def test_magnitude_masks_and_schedule():
-    params = {"params": {"a": {"kernel": np.arange(1, 101, dtype=np.float32).reshape(10, 10),
-                               "bias": np.ones(10, np.float32)}}}
-    masks = pruning.magnitude_masks(params, 0.3)
-    m = masks["params"]["a"]["kernel"]
-    assert m.sum() == 70 and (m.ravel()[:30] == 0).all()
-    assert (masks["params"]["a"]["bias"] == 1).all()
-    s = [pruning.schedule(k, 10, 0.5) for k in range(1, 11)]
-    assert all(b >= a for a, b in zip(s, s[1:])) and s[-1] == pytest.approx(0.5)
-    with pytest.raises(ValueError):
-        pruning.PruneConfig(sparsity=1.0)
-
-
-def test_actor_256x256_bridge_and_int8(tmp_path):
-    """The default network size converts too (bridge + int8 + TFLM), not only the small one."""
-    from export.convert import jax2tf_bridge
-    spec = PolicySpec("Ant-v5", 105, 8, (256, 256))
-    params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(3)))
-    params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 100.0
-    rng = np.random.default_rng(3)
-    for layer in params["params"].values():
-        layer["bias"] = rng.normal(0, 0.1, layer["bias"].shape).astype(np.float32)
-    obs = observations.collect_observations(lambda o: np.zeros((len(o), 8), np.float32), 500, 5)
-    norm = observations.fit_normalizer(obs)
-    pol = observations.numpy_policy(spec, params, norm)
-    norm = observations.fit_normalizer(observations.collect_observations(pol, 1000, 6, action_noise=0.1))
-    obs = observations.collect_observations(observations.numpy_policy(spec, params, norm), 600, 7,
-                                            action_noise=0.1)
-    sm = jax2tf_bridge.save_saved_model(spec, params, norm, str(tmp_path / "sm"))
-    ref = jax2tf_bridge.jax_actions(spec, params, norm, obs[1::2])
-    fp32 = tflite.convert(sm, "fp32")
-    sizes = []
-    for per_channel in (True, False):
-        int8 = tflite.convert(sm, "int8", obs[::2], per_channel=per_channel)
-        assert _mae(tflite.run(int8, obs[1::2]), ref) <= 0.03
-        sizes.append(len(int8))
-    assert np.abs(tflite.run(fp32, obs[1::2]) - ref).max() <= 1e-5
-    assert min(sizes) <= 0.3 * len(fp32) and sizes[1] < sizes[0]
-    arena = micro.min_arena_bytes(int8, 105)
-    assert micro.run(int8, obs[:5], arena, tflite.io_details(int8)).shape == (5, 8)
-
-
-@pytest.mark.parametrize("activation,layer_norm", [("relu", False), ("silu", False),
-                                                   ("tanh", True)])
-def test_other_actor_architectures_int8(activation, layer_norm, tmp_path):
-    """AC's relu, PPO-GPU's silu and an actor with LayerNorm: the network runs in
-    int8 between ONE QUANTIZE and ONE DEQUANTIZE (only the normalisation is float)."""
-    from export.convert import jax2tf_bridge
-    spec = PolicySpec("Ant-v5", 105, 8, (32, 32), activation=activation, layer_norm=layer_norm)
-    params = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(1)))
-    params["params"]["out"]["kernel"] = params["params"]["out"]["kernel"] * 30.0
-    obs = observations.collect_observations(lambda o: np.zeros((len(o), 8), np.float32), 400, 8)
-    norm = observations.fit_normalizer(obs)
-    sm = jax2tf_bridge.save_saved_model(spec, params, norm, str(tmp_path / "sm"))
-    int8 = tflite.convert(sm, "int8", obs[::2])
-    tflite.check_ops(int8, "int8", layer_norm=layer_norm)
-    counts = tflite.op_counts(int8)
-    assert counts["QUANTIZE"] == 1 and counts["DEQUANTIZE"] == 1, counts
-    assert set(tflite.integer_ops(int8).values()) == {"INT8"}
-    ref = jax2tf_bridge.jax_actions(spec, params, norm, obs[1::2])
-    assert _mae(tflite.run(int8, obs[1::2]), ref) <= 0.03
-    got = micro.run(int8, obs[1:21:2], 64 * 1024, tflite.io_details(int8))
-    assert _mae(got, ref[:10]) <= 0.05
-
-
-# ----------------------------------------------------------------- bad input
-
-
-def test_bad_inputs_in_process(run_dir, tmp_path):
-    d, spec, params, norm = run_dir
-    with pytest.raises(pipeline.ExportError, match="does not exist"):
-        pipeline.load_bundle(str(tmp_path / "nope"), None)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(pipeline.ExportError, match="checkpoint"):
-        pipeline.load_bundle(str(tmp_path / "empty"), None)
-    # A checkpoint of another task, and an Ant actor of the wrong observation size.
-    for name, other, message in (("pm", PolicySpec("PointMass", 4, 2, (8,)), "PointMass"),
-                                 ("shape", PolicySpec("Ant-v5", 27, 8, (8,)), "obs_dim=27")):
-        p = jax.tree_util.tree_map(np.asarray, init_actor_params(other, jax.random.PRNGKey(0)))
-        n = observations.fit_normalizer(np.random.default_rng(0).normal(size=(10,
-                                                                              other.obs_dim)))
-        save_checkpoint(tmp_path / name, other, p, n)
-        with pytest.raises(pipeline.ExportError, match=message):
-            pipeline.load_bundle(str(tmp_path / name), None)
-    for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(pipeline.ExportError, match="prune_sparsity"):
-            pipeline.ExportOptions(prune_sparsity=bad)
-    for bad in (0.0, -0.5, 1.01):
-        with pytest.raises(pipeline.ExportError, match="prune_keep"):
-            pipeline.ExportOptions(prune_keep=bad)
-    with pytest.raises(pipeline.ExportError, match="--qat must be one of"):
-        pipeline.ExportOptions(qat="sometimes")
-    with pytest.raises(pipeline.ExportError, match="prune_rounds"):
-        pipeline.ExportOptions(prune_rounds=0)
-    with pytest.raises(pipeline.ExportError, match="unknown variants"):
-        pipeline.ExportOptions(variants=("fp32", "int4"))
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(pipeline.ExportError, match="not writable"):
-        pipeline.prepare_out_dir(str(tmp_path / "file" / "export"))
-    (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(pipeline.ExportError, match="other files"):
-        pipeline.prepare_out_dir(str(tmp_path / "busy"))
-
-
-def _cli(*args, timeout=300):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "export.convert", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _one_line_error(proc):
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    return lines[0]
-
-
-def test_cli_bad_inputs(run_dir, tmp_path):
-    d, *_ = run_dir
-    out = str(tmp_path / "export")
-    assert "does not exist" in _one_line_error(_cli(f"--run_dir={tmp_path}/missing",
-                                                    f"--out_dir={out}"))
-    assert "prune_sparsity" in _one_line_error(_cli(f"--run_dir={d}", f"--out_dir={out}",
-                                                    "--prune_sparsity=1.0"))
-    assert "prune_keep" in _one_line_error(_cli(f"--run_dir={d}", f"--out_dir={out}",
-                                                "--prune_keep=0"))
-    # a truncated checkpoint (copy, then cut the largest data file of policy/ in half)
-    bad = tmp_path / "truncated"
-    shutil.copytree(d, bad)
-    files = [os.path.join(r, f) for r, _, fs in os.walk(bad / "checkpoints") for f in fs
-             if f"{os.sep}policy{os.sep}" in os.path.join(r, f)]
-    big = max(files, key=os.path.getsize)
-    with open(big, "r+b") as f:
-        f.truncate(os.path.getsize(big) // 2)
-    assert "checkpoint" in _one_line_error(_cli(f"--run_dir={bad}", f"--out_dir={out}"))
-    (tmp_path / "file").write_text("x")
-    assert "not writable" in _one_line_error(_cli(f"--run_dir={d}",
-                                                  f"--out_dir={tmp_path}/file/export"))
-    assert not os.path.exists(out)
-    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
-
-
-def test_cli_exports_and_replaces(run_dir, tmp_path):
-    d, *_ = run_dir
-    out = tmp_path / "export"
-    out.mkdir()
-    (out / "manifest.json").write_text("{}")  # a previous export gets replaced
-    proc = _cli(f"--checkpoint={d}/checkpoints/1000", f"--out_dir={out}", "--variants=fp32,onnx",
-                "--num_calibration=50", "--num_heldout=50")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| fp32 |" in proc.stdout and "| onnx |" in proc.stdout
-    manifest = json.load(open(out / "manifest.json"))
-    assert set(manifest["variants"]) == {"saved_model", "fp32", "onnx"}
-    assert manifest["source_checkpoint"].endswith(os.path.join("checkpoints", "1000"))
-    assert manifest["variants"]["fp32"]["action_mae_vs_jax"] <= 1e-5
-    assert sorted(os.listdir(out)) == ["actor.onnx", "actor_fp32.tflite", "manifest.json",
-                                       "saved_model"]
-
-
-@pytest.mark.parametrize("activation,layer_norm", [("tanh", False), ("relu", True),
-                                                   ("elu", False), ("silu", True)])
-def test_numpy_actor_matches_jax(activation, layer_norm):
-    """observations.numpy_policy (rollouts for calibration, distillation, pruning
-    importance) computes the same function as jaxrl_lite.blocks.policy.deterministic_action."""
-    spec = PolicySpec("Ant-v5", 105, 8, (32, 16), activation, layer_norm)
-    params, norm = make_actor(spec, seed=3) if activation == "tanh" else (
-        jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(3))),
-        observations.fit_normalizer(np.random.default_rng(3).normal(2, 3, (200, 105))))
-    obs = np.random.default_rng(4).normal(2, 5, (300, 105)).astype(np.float32)
-    ref = np.asarray(deterministic_action(spec, params, norm, obs))
-    got, hidden = observations.numpy_policy(spec, params, norm, return_hidden=True)(obs)
-    assert np.abs(got - ref).max() < 1e-5
-    assert [h.shape for h in hidden] == [(300, 32), (300, 16)]

@@ -1,5 +1,5 @@
-"""Native MuJoCo backend: exact gymnasium parity, determinism, jit/scan, auto-reset,
-bad input.
+"""Native MuJoCo backend on Ant-v5: exact gymnasium parity, determinism, jit/scan,
+auto-reset, bad input (the host-step machinery: test_native_step.py).
 
 Tolerances. The backend runs the same float64 C physics as gymnasium from the
 full integration state (qpos, qvel, warm start), so the physics must match
@@ -12,7 +12,6 @@ largest term (float32 ulp is 2**-23 relative), i.e. 5e-7 * (1 + sum|terms|).
 """
 from __future__ import annotations
 
-import logging
 import shutil
 
 import jax
@@ -21,11 +20,8 @@ import numpy as np
 import pytest
 
 from jaxrl_lite import envs
-from jaxrl_lite.envs.native import backend as native_backend
-from jaxrl_lite.envs.native import cstep as native_cstep
 from jaxrl_lite.envs.native.float64_parts import join_f64, split_f64
-from jaxrl_lite.envs.native.pool import BatchStepper, check_num_threads
-from jaxrl_lite.envs.task import Position
+from jaxrl_lite.envs.native.pool import check_num_threads
 
 NQ, NV, NU = 15, 14, 8  # Ant-v5
 
@@ -312,27 +308,6 @@ def test_bad_input_one_line_errors(small_env):
     assert check_num_threads(None) >= 1 and check_num_threads(3) == 3
 
 
-def test_accelerator_default_device_logs_why_slow(monkeypatch, caplog):
-    monkeypatch.setattr(native_backend, "_logged_gpu", False)
-    monkeypatch.setattr(native_backend.jax, "default_backend", lambda: "gpu")
-    with caplog.at_level(logging.WARNING):
-        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
-    assert "host callback" in caplog.text and "mjx" in caplog.text
-    assert env.observation_size == 105  # still works: physics on the CPU
-
-
-def test_without_a_c_compiler_falls_back_to_the_python_pool(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(native_cstep, "_lib", None)
-    monkeypatch.setattr(native_cstep, "_lib_error", None)
-    monkeypatch.setenv("JAXRL_LITE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING):
-        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
-    assert env.host_step == "python" and "Python thread pool" in caplog.text
-    with pytest.raises(OSError):
-        envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")
-
-
 def test_out_of_range_and_nan_actions_follow_gymnasium():
     """As the MJX backend's test: MuJoCo clamps ctrl to ctrlrange (physics of a
     huge or infinite action == physics of the clipped one) while the ctrl cost uses
@@ -356,95 +331,6 @@ def test_out_of_range_and_nan_actions_follow_gymnasium():
     np.testing.assert_array_equal(o_nan, g_nan.astype(np.float32))
     assert np.isfinite(o_nan).all() and np.isnan(r_nan) and np.isnan(g_rnan)
     assert float(st_nan.info["terminated"][0]) == 0.0
-
-
-def _fresh_c_step(monkeypatch, cache):
-    monkeypatch.setattr(native_cstep, "_lib", None)
-    monkeypatch.setattr(native_cstep, "_lib_error", None)
-    monkeypatch.setenv("JAXRL_LITE_CACHE", str(cache))
-    return native_cstep
-
-
-def test_c_step_cache_is_private_and_keyed_by_source_and_compiler(monkeypatch, tmp_path):
-    import os
-    import stat
-
-    cache = tmp_path / "cache"
-    native_cstep = _fresh_c_step(monkeypatch, cache)
-    assert native_cstep.load_library() is not None, native_cstep.load_error()
-    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
-    first = set(os.listdir(cache))
-    assert len(first) == 1 and next(iter(first)).startswith("native_cstep_")
-    so = cache / next(iter(first))
-    assert stat.S_IMODE(os.stat(so).st_mode) & 0o077 == 0
-    # Another compiler (here: the same one under another path) -> another object.
-    cc = tmp_path / "cc"
-    os.symlink(shutil.which("cc") or shutil.which("gcc"), cc)
-    native_cstep = _fresh_c_step(monkeypatch, cache)
-    monkeypatch.setenv("CC", str(cc))
-    assert native_cstep.load_library() is not None, native_cstep.load_error()
-    assert len(set(os.listdir(cache)) - first) == 1
-
-
-@pytest.mark.parametrize("tamper, reason", [
-    ("so_world_writable", "writable by group or others"),
-    ("dir_world_writable", "writable by group or others"),
-    ("so_other_owner", "owned by uid 65534"),
-])
-def test_c_step_refuses_a_cache_others_can_write(monkeypatch, tmp_path, caplog, tamper,
-                                                  reason):
-    import os
-
-    cache = tmp_path / "cache"
-    native_cstep = _fresh_c_step(monkeypatch, cache)
-    assert native_cstep.load_library() is not None
-    so = cache / os.listdir(cache)[0]
-    if tamper == "so_world_writable":
-        os.chmod(so, 0o777)
-    elif tamper == "dir_world_writable":
-        os.chmod(cache, 0o777)
-    else:
-        if os.getuid() != 0:
-            pytest.skip("needs root to give the file to another user")
-        os.chown(so, 65534, 65534)
-    native_cstep = _fresh_c_step(monkeypatch, cache)
-    with caplog.at_level(logging.WARNING):
-        env = envs.make("Ant-v5", backend="mujoco", num_envs=2)
-        envs.make("Ant-v5", backend="mujoco", num_envs=2)
-    assert env.host_step == "python"
-    assert reason in native_cstep.load_error()
-    warned = [r for r in caplog.records if "C step is NOT used" in r.getMessage()]
-    assert len(warned) == 1 and reason in warned[0].getMessage()  # once, with the reason
-    with pytest.raises(OSError):
-        envs.make("Ant-v5", backend="mujoco", num_envs=2, host_step="c")
-
-
-def test_python_pool_close_during_a_step_does_not_hang():
-    import threading
-
-    model = envs.make("Ant-v5", backend="mujoco", num_envs=1).model
-    n = 64
-    q0 = np.tile(model.qpos0, (n, 1))
-    zeros_v = np.zeros((n, model.nv))
-    for _ in range(20):
-        stepper = BatchStepper(model, 5, Position("body", 2, body=1), ("cfrc_ext",),
-                               num_threads=4)
-        outcome = []
-
-        def step():
-            try:
-                stepper.step(q0, zeros_v, zeros_v, np.zeros((n, model.nu)), np.zeros((n, 2)),
-                             np.ones(n, bool))
-                outcome.append("stepped")
-            except RuntimeError as e:
-                outcome.append(str(e))
-
-        t = threading.Thread(target=step)
-        t.start()
-        stepper.close()
-        t.join(30)
-        assert not t.is_alive(), "a step in flight hung when the pool was closed"
-        assert outcome in (["stepped"], ["BatchStepper is closed"])
 
 
 def test_gymnasium_keywords_change_the_same_things():

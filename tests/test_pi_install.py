@@ -18,7 +18,7 @@ import tomllib
 
 import pytest
 
-from tests.test_evaluate import assert_one_line_error, build_export_dir
+from tests.harness_helpers import assert_one_line_error, build_export_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "mujoco_mjx", "tensorflow", "tf2onnx",
@@ -149,7 +149,7 @@ def test_pi_emulation_cross_architecture(export_dir, tmp_path):
 def test_one_c_array_reader_checks_the_declared_length(export_dir, tmp_path):
     from export.convert import micro
     from export.harness import runtime
-    from tests.test_evaluate import run_cli
+    from tests.harness_helpers import run_cli
 
     assert micro.parse_c_array is runtime.parse_c_array  # one reader, TF-free
     cc = os.path.join(export_dir, "micro", "actor_model.cc")
@@ -205,7 +205,7 @@ def test_harness_without_proc_reports_na_instead_of_a_traceback(export_dir, tmp_
 def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
     from export.harness.machine import cpu_percent
     from export.harness.report import markdown_table
-    from tests.test_evaluate import run_cli
+    from tests.harness_helpers import run_cli
 
     out = tmp_path / "e.json"
     proc = run_cli(f"--model={export_dir}/actor_int8.tflite", "--episodes=1",
@@ -227,7 +227,7 @@ def test_emulated_runs_label_latency_and_na_cpu(export_dir, tmp_path):
 
 def test_agreement_records_actions_and_applies_the_tolerances(export_dir, tmp_path):
     """record -> actions on the real export; compare flags > 1 LSB (int8) and > 1e-6 (fp32)."""
-    from tests.test_evaluate import run_cli
+    from tests.harness_helpers import run_cli
 
     obs = tmp_path / "observations.npy"
     args = [f"--export_dir={export_dir}", f"--observations={obs}"]
