@@ -161,11 +161,21 @@ class TaskConfig:
     def from_kwargs(cls, **kwargs) -> "TaskConfig":
         """Build from gymnasium-style keywords; unknown ones raise a one-line ValueError."""
         valid = [f.name for f in dataclasses.fields(cls)]
+        rendering = sorted(set(kwargs) & _RENDERING_KEYWORDS)
+        if rendering:
+            raise ValueError(f"{cls.TASK} keyword(s) {', '.join(rendering)} configure "
+                             "gymnasium's viewer; jaxrl_lite's envs do not render (render "
+                             "with gymnasium.make on the same task)")
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise ValueError(f"unknown {cls.TASK} keyword(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(valid)}")
         return cls(**kwargs)
+
+
+# gymnasium MujocoEnv's rendering keywords (no physics meaning).
+_RENDERING_KEYWORDS = {"render_mode", "width", "height", "camera_id", "camera_name",
+                       "default_camera_config", "max_geom", "visual_options"}
 
 
 # -- what tasks share ---------------------------------------------------------------------
