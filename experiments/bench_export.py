@@ -87,7 +87,8 @@ def table(manifest: dict, evaluation: dict) -> str:
             f"{m.get('tensor_arena_bytes') or '–'} | {r['latency_us_p50']:.2f} | "
             f"{vs.get('p50_ratio') or 1:.2f} | {m.get('action_mae_vs_jax', float('nan')):.4f} | "
             f"{m.get('action_max_err_vs_jax', float('nan')):.3f} | {r['return_mean']:.0f} ± "
-            f"{r['return_std']:.0f} | {vs.get('return_ratio', 1):.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+            f"{r['return_std']:.0f} | {vs.get('return_ratio', 1):.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+            f"{' ' + vs['return_verdict'] if name != 'fp32' and 'return_verdict' in vs else ''} "
             f"| {r['falls']}/{r['episodes']} |")
     return "\n".join(rows) + "\n"
 

@@ -25,6 +25,7 @@ def test_identical_variant_has_ratio_one_and_a_point_interval():
     ref = _report("fp32", [100.0, 200.0, 300.0, 50.0])
     fid = fidelity.paired_fidelity(ref, dict(ref, name="int8"))
     assert fid["return_ratio"] == 1.0 and fid["return_ratio_ci95"] == [1.0, 1.0]
+    assert fid["return_verdict"] == "within noise"
     assert fid["return_diff_mean"] == 0.0 and fid["falls"] == 0 and fid["worse_episodes"] == []
 
 
@@ -46,6 +47,9 @@ def test_ratio_interval_falls_and_pairing():
     assert fid["return_ratio"] == pytest.approx(expected)
     lo, hi = fid["return_ratio_ci95"]
     assert lo < expected < hi and hi - lo < 0.2
+    assert hi < 1 and fid["return_verdict"] == "lower than fp32"
+    assert fidelity.verdict([1.02, 1.1]) == "higher than fp32"
+    assert fidelity.verdict([0.4, 1.0]) == "within noise"
     assert fid["falls"] == 6 and fid["fall_fraction"] == pytest.approx(0.1)
     assert fid["reference_falls"] == 0
     assert len(fid["worse_episodes"]) == 60  # every paired episode is < 95% of fp32's
@@ -80,6 +84,9 @@ def test_markdown_has_vs_fp32_columns():
     int8_line = next(ln for ln in table.splitlines() if ln.startswith("| int8"))
     assert "0.667 [" in int8_line and "| 0.25 |" in int8_line and "| 0.50 |" in int8_line
     assert "| 3/1 |" in int8_line and "| 0/2 |" in int8_line and "3,000" in int8_line
+    # in words: two paired episodes cannot tell 0.667 from 1; fp32 is the reference
+    assert "| within noise |" in int8_line and "| reference |" in table.splitlines()[2]
+    assert "cannot tell the row from fp32" in table
 
 
 # ------------------------------------------------------------------ non-finite obs

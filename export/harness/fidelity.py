@@ -11,9 +11,13 @@ variants starts from the same state: the comparison is paired. Per variant:
                         healthy z range) before max_episode_steps
   worse_episodes        paired episodes where the variant scored < 95 % of the
                         reference's return on that seed
+  return_verdict        the ratio in words: "within noise" when 1 lies inside the
+                        interval (these episodes cannot tell the variant from the
+                        reference), else "lower than fp32" / "higher than fp32"
 
 Returns of a policy that sometimes falls are bimodal (a fall costs most of an
-episode's return), so the interval is what tells a real loss from luck. Numpy only.
+episode's return), so the interval is what tells a real loss from luck: over a few
+episodes a single fall moves the ratio far while the interval still holds 1. Numpy only.
 """
 from __future__ import annotations
 
@@ -53,14 +57,15 @@ def paired_fidelity(reference: dict, variant: dict, *, samples: int = BOOTSTRAP_
                        where=ref_means != 0)
     diffs = (v - r)[idx].mean(1)
     ratio = float(v.mean() / r.mean()) if r.mean() != 0 else float("nan")
+    ci = [float(np.nanpercentile(ratios, 2.5)), float(np.nanpercentile(ratios, 97.5))]
     worse = [int(s) for s, a, b in zip(common, r, v)
              if b < WORSE_THRESHOLD * a - 1e-9 * abs(a)]
     return {
         "reference": reference.get("name"),
         "episodes": len(common),
         "return_ratio": ratio,
-        "return_ratio_ci95": [float(np.nanpercentile(ratios, 2.5)),
-                              float(np.nanpercentile(ratios, 97.5))],
+        "return_ratio_ci95": ci,
+        "return_verdict": verdict(ci, reference.get("name") or "the reference"),
         "return_diff_mean": float((v - r).mean()),
         "return_diff_ci95": [float(np.percentile(diffs, 2.5)),
                              float(np.percentile(diffs, 97.5))],
@@ -72,6 +77,17 @@ def paired_fidelity(reference: dict, variant: dict, *, samples: int = BOOTSTRAP_
                         for s, a, b in zip(common, r, v)],
         "bootstrap": {"samples": samples, "seed": seed, "method": "percentile, paired"},
     }
+
+
+def verdict(ci95: list[float], reference: str = "fp32") -> str:
+    """The return ratio's 95 % interval in words: "within noise" when it holds 1 (no
+    difference shown), else "lower than <reference>" / "higher than <reference>"."""
+    lo, hi = ci95
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "n/a"
+    if lo <= 1.0 <= hi:
+        return "within noise"
+    return f"lower than {reference}" if hi < 1.0 else f"higher than {reference}"
 
 
 def attach(rows: list[dict], reference_name: str = "fp32") -> dict | None:

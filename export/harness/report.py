@@ -3,7 +3,8 @@
 Rows are per-variant report dicts (see loop.measure); a row with an
 "error" or "skipped" key is shown with that note instead of figures. Rows with
 a ``vs_fp32`` entry (fidelity.attach) get the paired return ratio with
-its bootstrap 95 % interval and the bytes / p50-latency ratios against fp32.
+its bootstrap 95 % interval, what that interval says in words (a difference whose
+interval holds 1 is "within noise"), and the bytes / p50-latency ratios against fp32.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ _COLUMNS = [
     ("Return", None, None),  # mean ± std
     ("Falls", None, None),  # terminated episodes / episodes
     ("Return vs fp32 [95% CI]", None, None),
+    ("vs fp32, in words", None, None),
     ("Bytes vs fp32", None, None),
     ("Arena B", "arena_bytes", "{:,}"),
     ("Ep. len", "episode_length_mean", "{:.0f}"),
@@ -56,6 +58,10 @@ def _cell(row: dict, header: str, key, fmt) -> str:
             return "–"
         lo, hi = vs["return_ratio_ci95"]
         return f"{vs['return_ratio']:.3f} [{lo:.3f}, {hi:.3f}]"
+    if header.endswith("in words"):
+        if row.get("name") == vs.get("reference"):
+            return "reference"
+        return vs.get("return_verdict") or "–"
     if header in ("Bytes vs fp32", "p50 vs fp32"):
         ratio = vs.get("bytes_ratio" if header.startswith("Bytes") else "p50_ratio")
         return "–" if ratio is None else f"{ratio:.2f}"
@@ -89,6 +95,14 @@ def markdown_table(rows: list[dict], machine: dict | None = None) -> str:
             notes.append(f"- {row['name']}: {row['error']}")
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
+    compared = [r["vs_fp32"] for r in rows if r.get("vs_fp32")]
+    if compared:
+        n = compared[0]["episodes"]
+        out += (f"\nReturn vs fp32: the paired ratio over the same {n} episode(s) (same seeds, "
+                f"same start states) with its bootstrap 95% interval. \"within noise\": 1.00 "
+                f"lies inside the interval, so these episodes cannot tell the row from fp32; a "
+                f"single fall (episode cut short) moves a small evaluation's ratio far. Only "
+                f"\"lower/higher than fp32\" is a difference this evaluation shows.\n")
     if machine:
         prof = machine.get("profile")
         desc = (f"\nMachine: {machine.get('cpu_model')}, {machine.get('cpu_count_logical')} "
