@@ -107,8 +107,9 @@ def goals(task: str, agent: str) -> list[dict]:
     if task == "Humanoid-v5":
         out.append({"kind": "return", "value": 5000.0, "what": "≥ 5,000"})
     elif ref is not None:
-        out.append({"kind": "return", "value": ref["value"],
-                    "what": f"≥ reference {ref['value']:,.1f}"})
+        v = ref["value"]
+        out.append({"kind": "return", "value": v,
+                    "what": f"≥ reference {v:,.2f}" if abs(v) < 100 else f"≥ reference {v:,.1f}"})
     if task == "Ant-v5" and agent == "ppo":
         out += [{"kind": "return", "value": 6000.0, "what": "≥ 6,000"},
                 {"kind": "fall_rate", "value": 1 / 50, "what": "≤ 1 fall in 50 episodes"}]
@@ -119,7 +120,7 @@ def goals(task: str, agent: str) -> list[dict]:
 
 def check_goals(task: str, agent: str, return_mean: float, falls: int,
                 episodes: int) -> dict:
-    """-> {"met": True | False | None (no goal), "text": "met" | "missed by ..." | "no
+    """-> {"met": True | False | None (no goal), "text": "met" | "missed: ..." | "no
     goal", "goals": [label, ...]}. A return shortfall is given in return units and as a
     percentage of |goal|; a fall-rate goal judged on fewer than 1/value episodes says so."""
     gs = goals(task, agent)
@@ -131,14 +132,15 @@ def check_goals(task: str, agent: str, return_mean: float, falls: int,
             short = g["value"] - return_mean
             if short > 0:
                 pct = 100 * short / max(abs(g["value"]), 1e-9)
-                misses.append(f"{short:,.1f} ({pct:.0f}%) below {g['what'].lstrip('≥ ')}")
+                amount = f"{short:,.2f}" if abs(g["value"]) < 100 else f"{short:,.0f}"
+                misses.append(f"{amount} ({pct:.0f}%) short of {g['what'].lstrip('≥ ')}")
         else:
             rate = falls / max(episodes, 1)
             if rate > g["value"]:
                 misses.append(f"{falls}/{episodes} falls ({g['what']})")
             elif episodes < round(1 / g["value"]):
                 notes.append(f"falls judged on {episodes} episodes, not {round(1 / g['value'])}")
-    text = "met" if not misses else "missed by " + "; ".join(misses)
+    text = "met" if not misses else "missed: " + "; ".join(misses)
     if notes:
         text += f" ({'; '.join(notes)})"
     return {"met": not misses, "text": text, "goals": [g["what"] for g in gs]}
