@@ -10,11 +10,15 @@ NumPy.
 """
 import json
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
+from experiments import suite_references as refs
+from experiments.peers import suite_report
 from tests import cli_runs, forkserver
 
 _DT, _DAMPING = 0.1, 0.5  # jaxrl_lite/envs/point_mass.py
@@ -129,3 +133,43 @@ def test_preset_for_another_task_is_refused(tmp_path):
                                               for a in TINY_PPO])
     r = suite(tmp_path, "--agents=ppo")
     assert r.returncode == 2 and "sets --env=Ant-v5, not PointMass-v0" in r.stderr
+
+
+def test_goals_and_bootstrap():
+    ant = refs.check_goals("Ant-v5", "ppo", 5900.0, 1, 10)
+    assert ant["met"] is False and "100 (2%) short of 6,000" in ant["text"]
+    assert "1/10 falls" in ant["text"]
+    assert refs.check_goals("Ant-v5", "ac", 5900.0, 3, 10)["met"] is True
+    assert refs.check_goals("Humanoid-v5", "ppo", 5001.0, 0, 10)["text"] == "met"
+    assert refs.check_goals("Pusher-v5", "ppo", -30.0, 0, 10)["text"] == \
+        "missed: 7.55 (34%) short of reference -22.45"
+    assert refs.check_goals("PointMass-v0", "ppo", 0.0, 0, 10)["met"] is None
+    assert suite_report.bootstrap_ci([5.0]) is None
+    lo, hi = suite_report.bootstrap_ci([1.0, 2.0, 4.0])
+    assert 1.0 <= lo < 7 / 3 < hi <= 4.0
+
+
+def test_every_suite_preset_is_a_valid_training_config():
+    """Each task of the table has a CPU preset per agent and an MJX one, and every preset
+    and candidate parses into a TrainConfig the trainer accepts."""
+    code = """
+import glob
+from absl import flags
+from experiments import suite_references as refs, train
+from experiments.bench_suite import preset_path, flag_value, expanded_flags
+from jaxrl_lite.run import trainer
+d = "experiments/configs/suite"
+for t in refs.SUITE_TASKS:
+    for a, p in (("ppo", "cpu"), ("ac", "cpu"), ("ppo", "gpu")):
+        assert flag_value(expanded_flags(preset_path(d, t, a, p)), "env") == t, (t, a, p)
+paths = [p for p in glob.glob(d + "/**/*.flags", recursive=True) if "/base/" not in p]
+for p in paths:
+    flags.FLAGS.unparse_flags()
+    c = trainer.validate(train.config_from_args(["--flagfile=" + p, "--out_dir=/tmp/unused"]))
+    assert c.backend == ("mjx" if p.endswith("_gpu.flags") else "mujoco"), p
+print(len(paths))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=cli_runs.ROOT, env=cli_runs.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) >= 80

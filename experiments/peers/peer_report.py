@@ -58,9 +58,10 @@ def markdown(peers: dict) -> list[str]:
                      else "n/a (SB3 ≤ 0)")
             speed = f"{o['env_steps_per_s'] / max(t['env_steps_per_s'], 1e-9):.1f}"
         seeds = sorted(set((o or {}).get("seeds", [])) | set((t or {}).get("seeds", [])))
-        budget = (o or t or {}).get("budget_s", 0) / 60
+        budget = (o or t or {}).get("budget_s", 0)
+        budget = f"{budget / 60:.1f} min" if budget >= 60 else f"{budget:.0f} s"
         lines.append(f"| {ours_agent} ({peers.get('preset', 'cpu')}) | {sb3_agent.upper()} "
-                     f"(zoo) | {','.join(map(str, seeds))} | {budget:.1f} min | {_cell(o)} | "
+                     f"(zoo) | {','.join(map(str, seeds))} | {budget} | {_cell(o)} | "
                      f"{_cell(t)} | {ratio} | {_steps(o)} | {_steps(t)} | {speed} |")
     sb3 = [e for e in peers.get("entries", {}).values() if e["side"] == "sb3"]
     if sb3:

@@ -83,6 +83,12 @@ def _num(v: float) -> str:
     return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.1f}"
 
 
+def _pm(mean: float, std: float) -> str:
+    """mean ± std with the mean's precision."""
+    d = 2 if abs(mean) < 100 else 1
+    return f"{mean:,.{d}f} ± {std:,.{d}f}"
+
+
 def _wall(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
@@ -99,7 +105,7 @@ def main_table(gs: list[dict]) -> list[str]:
         ci = "—" if g["ci"] is None else f"[{_num(g['ci'][0])}, {_num(g['ci'][1])}]"
         lines.append(
             f"| {g['task']} | {g['agent']} | {g['preset']} | {','.join(map(str, g['seeds']))} | "
-            f"{_num(g['return_mean'])} ± {_num(g['return_std'])} | {ci} | "
+            f"{_pm(g['return_mean'], g['return_std'])} | {ci} | "
             f"{g['falls']}/{g['episodes']} | {_steps(g['env_steps'])} | "
             f"{_wall(g['train_wall_s'])} ({_wall(g['budget_s'])}) | "
             f"{g['env_steps_per_s']:,.0f} | {_ref_text(g['task'])} | {g['goal']['text']} |")
@@ -114,7 +120,7 @@ def seed_table(gs: list[dict]) -> list[str]:
         for e in g["entries"]:
             lines.append(
                 f"| {e['task']} | {e['agent']} | {e['preset']} | {e['seed']} | "
-                f"{_num(e['return_mean'])} ± {_num(e['return_std'])} | {e['falls']}/"
+                f"{_pm(e['return_mean'], e['return_std'])} | {e['falls']}/"
                 f"{e['episodes']} | {e['env_steps']:,} | {e['train_wall_s']:.0f} | "
                 f"{e['env_steps_per_s']:,.0f} | {e['exit']} | {e['starts']} | "
                 f"{e['preset_sha'][:8]} |")
@@ -129,7 +135,7 @@ def reference_table() -> list[str]:
         if r["source"] not in sources:
             sources.append(r["source"])
         others = ", ".join(f"{a} {_num(v)}" for a, v in r["others"].items()) or "—"
-        lines.append(f"| {task} | {_num(r['value'])} ± {_num(r['std'])} | {r['algo']} | "
+        lines.append(f"| {task} | {_pm(r['value'], r['std'])} | {r['algo']} | "
                      f"{r['n_timesteps'] / 1e6:g} M | {r['env']} | {others} | "
                      f"[{sources.index(r['source']) + 1}] |")
     lines.append("")
@@ -152,8 +158,9 @@ def markdown(table: dict, peers: dict | None, out: str) -> str:
              "per-seed mean, ± the std over all episodes.", ""]
     lines += main_table(gs) if gs else ["No entries yet."]
     lines += ["", f"Curves: `{os.path.basename(out)}.png` (in-training deterministic "
-              "evaluation on the native backend against training wall time; thin: seeds, "
-              "thick: their mean, band: min-max; markers: the gymnasium result ± std).", ""]
+              "evaluation on our env against training wall time, or training episodes where "
+              "a run has fewer than two evaluations; thin: seeds, thick: their mean, band: "
+              "min-max; markers: the gymnasium result ± std; dotted: the reference).", ""]
     if gs:
         lines += ["## Every entry (training seed)", ""] + seed_table(gs) + [""]
     lines += ["## References", ""] + reference_table() + [""]
@@ -171,9 +178,10 @@ def _mean_band(curves: list[np.ndarray]):
 
 
 def _curve(e: dict) -> np.ndarray:
-    """(wall s, return) of an entry: in-training evaluations, else training episodes."""
+    """(wall s, return) of an entry: its in-training evaluations, or its training
+    episodes when there are fewer than two evaluations (short runs, SB3)."""
     pts = [(w, ev) for w, _, ev, _ in e.get("curve", []) if ev is not None]
-    if not pts:
+    if len(pts) < 2:
         pts = [(w, tr) for w, _, _, tr in e.get("curve", []) if tr is not None]
     return np.asarray(pts, float).reshape(-1, 2)
 
@@ -219,8 +227,9 @@ def figure(table: dict, peers: dict | None, path: str) -> None:
                [g for g in pgs if g["task"] == task])
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    fig.suptitle("gymnasium MuJoCo v5: return against training wall time "
-                 "(dashed: Stable-Baselines3 training episodes)", fontsize=10)
+    fig.suptitle("Return against training wall time" + ("\n(dashed: Stable-Baselines3, "
+                                                         "training episodes)" if pgs else ""),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)
