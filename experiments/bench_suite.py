@@ -44,7 +44,6 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gymnasium  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from experiments import suite_references as refs  # noqa: E402
@@ -243,7 +242,8 @@ def run_entry(e: dict, episodes: int, gym_seed: int) -> dict:
         "episode_lengths": gym["episode_lengths"], "falls": gym["falls"],
         "checkpoint_env_steps": gym["checkpoint_env_steps"], "gym_eval_s": gym["gym_eval_s"],
         "cpu_count": os.cpu_count(),
-        "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")})
     print(f"   {e['key']}: gymnasium {gym['return_mean']:.1f} ± {gym['return_std']:.1f}, "
           f"{gym['falls']}/{episodes} falls, {trained['env_steps']:,} env steps in "
           f"{trained['train_wall_s']:.0f} s", flush=True)

@@ -108,8 +108,8 @@ def goals(task: str, agent: str) -> list[dict]:
         out.append({"kind": "return", "value": 5000.0, "what": "≥ 5,000"})
     elif ref is not None:
         v = ref["value"]
-        out.append({"kind": "return", "value": v,
-                    "what": f"≥ reference {v:,.2f}" if abs(v) < 100 else f"≥ reference {v:,.1f}"})
+        shown = f"{v:,.2f}" if abs(v) < 100 else f"{v:,.1f}"
+        out.append({"kind": "return", "value": v, "what": f"≥ reference {shown}"})
     if task == "Ant-v5" and agent == "ppo":
         out += [{"kind": "return", "value": 6000.0, "what": "≥ 6,000"},
                 {"kind": "fall_rate", "value": 1 / 50, "what": "≤ 1 fall in 50 episodes"}]

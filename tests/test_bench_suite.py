@@ -165,7 +165,7 @@ for t in refs.SUITE_TASKS:
 paths = [p for p in glob.glob(d + "/**/*.flags", recursive=True) if "/base/" not in p]
 for p in paths:
     flags.FLAGS.unparse_flags()
-    c = trainer.validate(train.config_from_args(["--flagfile=" + p, "--out_dir=/tmp/unused"]))
+    c = trainer.validate(train.config_from_args(["--flagfile=" + p, "--out_dir=unused-out-dir"]))
     assert c.backend == ("mjx" if p.endswith("_gpu.flags") else "mujoco"), p
 print(len(paths))
 """
