@@ -328,7 +328,9 @@ def main(argv):
         fail("interrupted; finished entries are in the table, run the same command to "
               "resume", 130)
     write_report(_OUT.value)
-    print(f"table: {_OUT.value}.md, {_OUT.value}.json, {_OUT.value}.png", flush=True)
+    written = [f"{_OUT.value}.{x}" for x in ("md", "json", "png")
+               if os.path.exists(f"{_OUT.value}.{x}")]
+    print(f"table: {', '.join(written)}", flush=True)
     if failures:
         fail(f"{len(failures)} entr{'y' if len(failures) == 1 else 'ies'} failed: "
               + " | ".join(failures), 1)

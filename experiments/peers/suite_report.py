@@ -141,7 +141,7 @@ def reference_table() -> list[str]:
     lines.append("")
     metric = {refs.ZOO: refs.ZOO_METRIC, refs.TIANSHOU: refs.TIANSHOU_METRIC,
               refs.CLEANRL: refs.CLEANRL_METRIC}
-    lines += [f"[{i + 1}] {s}. Metric: {metric[s]}." for i, s in enumerate(sources)]
+    lines += [f"- [{i + 1}] {s}. Metric: {metric[s]}." for i, s in enumerate(sources)]
     return lines
 
 
@@ -157,10 +157,13 @@ def markdown(table: dict, peers: dict | None, out: str) -> str:
              "episodes that terminated before the TimeLimit. Return = mean over seeds of the "
              "per-seed mean, ± the std over all episodes.", ""]
     lines += main_table(gs) if gs else ["No entries yet."]
-    lines += ["", f"Curves: `{os.path.basename(out)}.png` (in-training deterministic "
-              "evaluation on our env against training wall time, or training episodes where "
-              "a run has fewer than two evaluations; thin: seeds, thick: their mean, band: "
-              "min-max; markers: the gymnasium result ± std; dotted: the reference).", ""]
+    if gs:
+        lines += ["", f"Curves: `{os.path.basename(out)}.png` (in-training deterministic "
+                  "evaluation on our env against training wall time, or training episodes "
+                  "where a run has fewer than two evaluations; thin: seeds, thick: their "
+                  "mean, band: min-max; markers: the gymnasium result ± std; dotted: the "
+                  "reference)."]
+    lines += [""]
     if gs:
         lines += ["## Every entry (training seed)", ""] + seed_table(gs) + [""]
     lines += ["## References", ""] + reference_table() + [""]
