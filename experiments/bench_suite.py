@@ -4,8 +4,11 @@ in gymnasium's own environment of its task, one run after another.
     python -m experiments.bench_suite [--tasks=HalfCheetah-v5,Hopper-v5] [--agents=ppo,ac]
         [--seeds=0,1,2] [--preset=cpu] [--budget_scale=1] [--episodes=10]
         [--out=experiments/results/suite] [--runs_dir=runs/suite] [--collect_only]
+        [--in_process] [--import_modules=M]
 
-Run it from the repository root. An entry is one (task, agent, preset, training seed):
+Run it from the repository root. Exit status: 0, 2 for bad flags (one line, nothing
+written), 1 when an entry failed (one line each; the others are in the table), 130 on
+Ctrl-C (finished entries kept). An entry is one (task, agent, preset, training seed):
 ``python -m experiments.train --flagfile=<preset> --seed=S --max_wall_s=B`` (the
 training CLI, the trainer bench_learning uses; output in ``train.log`` of the run
 directory), then ``evaluation.gymnasium_evaluate`` of its newest checkpoint:
