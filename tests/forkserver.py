@@ -26,7 +26,7 @@ import threading
 from concurrent.futures import Future
 
 _SERVER = r'''
-import importlib, json, os, runpy, select, sys, traceback
+import atexit, importlib, json, os, runpy, select, sys, traceback
 module = sys.argv[1]
 importlib.import_module(module)            # the expensive part, once
 from absl import flags
@@ -59,6 +59,10 @@ def child(req):
     except BaseException:
         traceback.print_exc()
         code = 1
+    try:   # as a real interpreter would at exit: e.g. jax.distributed's shutdown
+        atexit._run_exitfuncs()   # barrier, without which process 0 may leave first
+    except BaseException:
+        traceback.print_exc()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
