@@ -216,6 +216,10 @@ def run_export_dir(constraints: dict) -> int:
                     py, "-m", "export.evaluate", f"--model={path}", *task_flags], tmp))
                 if video_model is None or name.endswith("int8") and "pruned" not in name:
                     video_model = path
+            elif name == "mcu":
+                rows.append({"name": name, "runtime": "c", "skipped":
+                             "plain C for a microcontroller; tools/mcu_emulation.sh runs it "
+                             "on an emulated Cortex-M"})
             else:
                 kind = os.path.splitext(f)[1].lstrip(".") or "other"
                 rows.append({"name": name, "runtime": kind, "skipped":

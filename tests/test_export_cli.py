@@ -1,6 +1,7 @@
 """Export bad input (one line each, nothing written) and the command line."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_bad_inputs_in_process(actor_run, tmp_path):
     with pytest.raises(pipeline.ExportError, match="checkpoint"):
         pipeline.load_bundle(str(tmp_path / "empty"), None)
     # A checkpoint of another task, and an Ant actor of the wrong observation size.
-    for name, other, message in (("pm", PolicySpec("PointMass", 4, 2, (8,)), "PointMass"),
+    for name, other, message in (("pm", PolicySpec("NoSuchTask-v0", 4, 2, (8,)), "NoSuchTask-v0"),
                                  ("shape", PolicySpec("Ant-v5", 27, 8, (8,)), "obs_dim=27")):
         p = jax.tree_util.tree_map(np.asarray, init_actor_params(other, jax.random.PRNGKey(0)))
         n = observations.fit_normalizer(np.random.default_rng(0).normal(size=(10,
@@ -94,3 +95,26 @@ def test_cli_exports_and_replaces(actor_run, tmp_path):
     assert manifest["variants"]["fp32"]["action_mae_vs_jax"] <= 1e-5
     assert sorted(os.listdir(out)) == ["actor.onnx", "actor_fp32.tflite", "manifest.json",
                                        "saved_model"]
+
+
+def test_mcu_refuses_an_op_it_lacks_in_one_line(tmp_path):
+    """An actor with LayerNorm (int8 MUL, MEAN, RSQRT, ... in its int8 graph): asking
+    for the microcontroller C is refused with one line naming the op; nothing is
+    written."""
+    spec = PolicySpec("Ant-v5", 105, 8, (16,), layer_norm=True)
+    p = jax.tree_util.tree_map(np.asarray, init_actor_params(spec, jax.random.PRNGKey(0)))
+    n = observations.fit_normalizer(np.random.default_rng(0).normal(size=(50, 105)))
+    save_checkpoint(tmp_path / "ln", spec, p, n)
+    bundle = pipeline.load_bundle(str(tmp_path / "ln"), None)
+    out = tmp_path / "export"
+    with pytest.raises(pipeline.ExportError) as e:
+        pipeline.export_bundle(bundle, str(out), pipeline.ExportOptions(
+            variants=("int8", "mcu"), num_calibration=50, num_heldout=20, qat="never",
+            verbose=False))
+    msg = str(e.value)
+    assert "\n" not in msg and "mcu" in msg and "is not supported" in msg, msg
+    # the first op (with its type) that the generator lacks: LayerNorm's int8 MUL here
+    named = re.search(r"op (\w+)", msg)
+    assert named and named.group(1) in {"MUL", "ADD", "SUB", "MEAN", "RSQRT", "SUM", "RESHAPE",
+                                        "SQUARED_DIFFERENCE"}, msg
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if ".partial-" in p]

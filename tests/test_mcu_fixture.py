@@ -65,7 +65,7 @@ def build(out_dir: str = DATA, seed: int = 0) -> dict[str, bytes]:
     import jax
 
     from export.convert import jax2tf_bridge, observations, tflite
-    from export.convert.mcu.int16x8 import convert_int16x8
+    from export.convert.int16x8 import convert_16x8 as convert_int16x8
     from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
     spec = PolicySpec("Ant-v5", 105, 8, (64, 64))
@@ -88,11 +88,11 @@ def build(out_dir: str = DATA, seed: int = 0) -> dict[str, bytes]:
                                             clip_observations=False)
         models["int8"] = tflite.convert(sm, "int8", calib, per_channel=True)
         models["int8_per_tensor"] = tflite.convert(sm, "int8", calib, per_channel=False)
-        models["int16x8"] = convert_int16x8(sm, calib)
+        models["int16x8"] = convert_int16x8(sm, calib, per_channel=True)
         f_params, f_norm = _folded(params, norm)
         sm_f = jax2tf_bridge.save_saved_model(spec, f_params, f_norm, os.path.join(tmp, "smf"),
                                               clip_observations=False)
-        models["int16x8_folded"] = convert_int16x8(sm_f, calib)
+        models["int16x8_folded"] = convert_int16x8(sm_f, calib, per_channel=True)
     os.makedirs(out_dir, exist_ok=True)
     for name, model in models.items():
         with open(os.path.join(out_dir, f"mcu_actor_{name}.tflite"), "wb") as f:

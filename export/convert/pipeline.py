@@ -42,8 +42,11 @@ STEPS = (
     Step("dynamic", steps.dynamic),
     Step("int8", steps.int8),
     Step("pruned_int8", steps.pruned_int8),
+    Step("int16x8", steps.int16x8),
     Step("onnx", steps.onnx, needs=("fp32",)),
     Step("micro", steps.micro_c_array, needs=("int8",)),
+    Step("micro_int16x8", steps.micro_int16x8_c_array, needs=("int16x8",)),
+    Step("mcu", steps.mcu_c_sources, needs=("int8",)),
 )
 ALL_VARIANTS = tuple(s.name for s in STEPS[1:])
 
@@ -72,6 +75,11 @@ class ExportOptions:
     heldout_action_noise: float = 0.1
     seed: int = 0
     verbose: bool = True
+
+    @property
+    def everything(self) -> bool:
+        """All variants (the default) rather than a chosen few."""
+        return set(self.variants) == set(ALL_VARIANTS)
 
     def __post_init__(self):
         self.variants = tuple(self.variants)

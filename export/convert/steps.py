@@ -13,11 +13,12 @@ import os
 import jax
 import numpy as np
 
+from export.convert import int16x8 as int16x8_model
 from export.convert import jax2tf_bridge, micro, onnx_export, structured, tflite
 from export.convert.context import Context, Result, errors
 from export.convert.quantize import int8_model
-from export.harness.shared import (MICRO_DIR, ONNX_FILE, SAVED_MODEL_DIR, TFLITE_FILES,
-                                   dir_bytes)
+from export.harness.shared import (MCU_DIR, MICRO_DIR, ONNX_FILE, SAVED_MODEL_DIR,
+                                   TFLITE_FILES, dir_bytes)
 
 # The SavedModel must reproduce the JAX actor to float32 rounding.
 SAVED_MODEL_TOL = 1e-5
@@ -36,13 +37,14 @@ def _tflite_result(ctx: Context, name: str, model: bytes, reference=None) -> Res
              "weight_sparsity_per_layer": [round(s, 6) for s in ws["per_layer"]],
              "ops": tflite.check_ops(model, name, layer_norm=ctx.spec.layer_norm),
              **errors(actions, ctx.ref if reference is None else reference)}
-    if name in ("int8", "pruned_int8"):
+    if name in ("int8", "pruned_int8", "int16x8"):
         entry["integer_ops"] = tflite.integer_ops(model)
         counts = tflite.op_counts(model)
         entry["quantize_ops"] = {k: counts.get(k, 0) for k in ("QUANTIZE", "DEQUANTIZE")}
-        bad = {k: v for k, v in entry["integer_ops"].items() if v != "INT8"}
+        want = "INT16" if name == "int16x8" else "INT8"
+        bad = {k: v for k, v in entry["integer_ops"].items() if v != want}
         if bad:
-            raise StepError(f"{name}: ops not running in int8: {bad}")
+            raise StepError(f"{name}: ops not running in {want.lower()}: {bad}")
     if name in ctx.options.variants:  # else built only for a later step (onnx, micro)
         ctx.write(TFLITE_FILES[name], model)
     return Result(entry, model, actions)
@@ -142,46 +144,117 @@ def onnx(ctx: Context) -> Result:
                    **errors(actions, ctx.ref)}, None, actions)
 
 
-def micro_c_array(ctx: Context) -> Result:
-    """The int8 model as a TFLite-Micro C array, checked in the TFLM interpreter."""
-    int8_result = ctx.done["int8"]
-    model, spec = int8_result.model, ctx.spec
+def int16x8(ctx: Context) -> Result:
+    """16-bit activations, 8-bit weights; the normalisation in float in front
+    (export.convert.int16x8 says why)."""
+    model = ctx.clock("tflite_int16x8", int16x8_model.build, ctx.spec, ctx.params, ctx.norm,
+                      os.path.join(ctx.scratch, "int16x8_saved_model"), ctx.calib_clipped)
+    result = _tflite_result(ctx, "int16x8", model)
+    _arena(result.entry, model, ctx.spec.obs_dim)
+    return result
+
+
+def _micro(ctx: Context, source: str, name: str) -> Result:
+    """The ``source`` model (int8 or int16x8) as a TFLite-Micro C array
+    ``micro/{name}.{h,cc}``, checked in the TFLM interpreter against LiteRT."""
+    src, spec = ctx.done[source], ctx.spec
+    model = src.model
     ops = tflite.model_ops(model)
     unsupported = sorted(set(ops) - tflite.TFLM_OPS)
     if unsupported:
-        raise StepError(f"int8 model uses ops TFLite Micro lacks: {unsupported}")
+        raise StepError(f"{source} model uses ops TFLite Micro lacks: {unsupported}")
     io = tflite.io_details(model)
-    arena = ctx.clock("micro_arena", micro.min_arena_bytes, model, spec.obs_dim)
+    arena = ctx.clock(f"micro_arena_{source}", micro.min_arena_bytes, model, spec.obs_dim)
     actions = micro.run(model, ctx.heldout, arena, io)
     recommended = arena + micro.ARENA_MARGIN
     _, cc = micro.write_c_array(model, os.path.join(ctx.root, MICRO_DIR),
-                                arena_bytes=recommended, io=io, ops=ops)
+                                arena_bytes=recommended, io=io, ops=ops, name=name)
     if micro.parse_c_array(cc) != model:
-        raise StepError(f"{cc} does not round-trip to the int8 model")
-    diff = np.abs(actions - int8_result.actions)
+        raise StepError(f"{cc} does not round-trip to the {source} model")
+    diff = np.abs(actions - src.actions)
     step = tflite.output_step(model)
-    # For scale: LiteRT's own two int8 kernel sets (XNNPACK vs builtin) also differ.
-    litert_internal = np.abs(tflite.run(model, ctx.heldout, delegates=False)
-                             - int8_result.actions)
+    # For scale: LiteRT's own two integer kernel sets (XNNPACK vs builtin) also differ.
+    litert_internal = np.abs(tflite.run(model, ctx.heldout, delegates=False) - src.actions)
     quant = {side: {"dtype": io[f"{side}_dtype"],
                     "scale": io[f"{side}_quant"][0] if io[f"{side}_dtype"] == "int8" else None,
                     "zero_point": int(io[f"{side}_quant"][1])
                     if io[f"{side}_dtype"] == "int8" else None} for side in ("input", "output")}
     entry = {
-        "file": f"{MICRO_DIR}/actor_model.cc", "header": f"{MICRO_DIR}/actor_model.h",
+        "file": f"{MICRO_DIR}/{name}.cc", "header": f"{MICRO_DIR}/{name}.h",
         "bytes": len(model), "gzip_bytes": tflite.gzip_bytes(model),
         "sparsity": round(tflite.weight_sparsity(model)["sparsity"], 6), "ops": ops,
         "tensor_arena_bytes": int(arena), "tensor_arena_bytes_recommended": int(recommended),
         "quantization": quant, "runtime": "tflite_micro (host Python interpreter)",
-        "same_model_as": TFLITE_FILES["int8"],
-        "max_abs_diff_vs_litert_int8": float(diff.max()), "output_step": step,
-        "max_diff_vs_litert_int8_output_lsb": float(diff.max() / step) if step else None,
-        "fraction_over_2_lsb_vs_litert_int8":
-            float(np.mean(diff > 2.01 * step)) if step else None,
-        "mean_abs_diff_vs_litert_int8": float(diff.mean()),
+        "same_model_as": TFLITE_FILES[source],
+        "max_abs_diff_vs_litert": float(diff.max()), "output_step": step,
+        "max_diff_vs_litert_output_lsb": float(diff.max() / step) if step else None,
+        "fraction_over_2_lsb_vs_litert": float(np.mean(diff > 2.01 * step)) if step else None,
+        "mean_abs_diff_vs_litert": float(diff.mean()),
         "litert_builtin_vs_xnnpack_max_abs_diff": float(litert_internal.max()),
         **errors(actions, ctx.ref)}
     return Result(entry, model, actions)
+
+
+def micro_c_array(ctx: Context) -> Result:
+    """The int8 model as a TFLite-Micro C array (``micro/actor_model.{h,cc}``)."""
+    return _micro(ctx, "int8", "actor_model")
+
+
+def micro_int16x8_c_array(ctx: Context) -> Result:
+    """The int16x8 model as a TFLite-Micro C array (``micro/actor_int16x8_model.{h,cc}``)."""
+    return _micro(ctx, "int16x8", "actor_int16x8_model")
+
+
+def mcu_c_sources(ctx: Context) -> Result:
+    """The int8 model (and the int16x8 one when it was built) as plain C for a
+    microcontroller (``mcu/actor_mcu_<model>.{c,h}`` + ``mcu_kernels.{c,h}``, see
+    export.convert.mcu), compiled with the host's C compiler and run on the held-out
+    observations: its actions must be bit-identical to TFLite Micro's. A model with an
+    op the generator lacks: one line naming it (an error when ``--variants`` asks for
+    mcu, else the entry says why and the export goes on)."""
+    from export.convert import mcu
+    from export.convert.mcu import host
+    models, files = {}, []
+    for source in ("int8", "int16x8"):
+        if source not in ctx.done:
+            continue
+        model = ctx.done[source].model
+        name = f"actor_mcu_{source}"
+        try:
+            info = mcu.write_c_sources(model, os.path.join(ctx.root, MCU_DIR), name=name)
+        except mcu.UnsupportedModelError as e:
+            if not ctx.options.everything:  # --variants named mcu
+                raise StepError(f"mcu: {e}") from None
+            models[source] = {"refused": str(e)}
+            continue
+        files += [os.path.relpath(f, ctx.root) for f in info["files"] if f not in files]
+        record = {k: info[k] for k in ("ops", "const_bytes", "buffer_bytes")}
+        record["files"] = [f"{MCU_DIR}/{name}.c", f"{MCU_DIR}/{name}.h"]
+        tflm = micro.run(model, ctx.heldout, micro.min_arena_bytes(model, ctx.spec.obs_dim)
+                         + micro.ARENA_MARGIN, tflite.io_details(model))
+        try:
+            exe = host.build(model, os.path.join(ctx.scratch, name))
+            got = host.run(exe, ctx.heldout, ctx.spec.act_dim)
+            same = np.all(got.view(np.uint32) == tflm.view(np.uint32), axis=1)
+            record["host_check"] = {"bit_identical_to_tflm": int(same.sum()),
+                                    "observations": int(len(same))}
+            if not same.all():
+                raise StepError(f"mcu: the generated C for {source} differs from TFLite Micro "
+                                f"on {int((~same).sum())} of {len(same)} held-out observations")
+            record.update(errors(got, ctx.ref))
+        except host.HostBuildError as e:
+            record["host_check"] = {"skipped": str(e)}
+        models[source] = record
+    built = [m for m in models.values() if "refused" not in m]
+    first = built[0] if built else {}
+    entry = {"file": f"{MCU_DIR}/{os.path.basename(first['files'][0])}" if built else MCU_DIR,
+             "files": sorted(set(files)), "models": models,
+             "bytes": int(sum(m.get("const_bytes", 0) for m in built)), "sparsity": 0.0,
+             "ops": first.get("ops", []),
+             "action_mae_vs_jax": first.get("action_mae_vs_jax", float("nan")),
+             "action_max_err_vs_jax": first.get("action_max_err_vs_jax", float("nan")),
+             "runtime": "plain C99 (tools/mcu_emulation.sh runs it on emulated Cortex-M)"}
+    return Result(entry, None, None)
 
 
 def _num_params(params) -> int:

@@ -12,6 +12,7 @@ Variants (all take raw float32 [1, obs_dim] observations, return float32 [1, act
                 small ones). ``normalize_in_int8=True`` gives the naive model
                 for the before/after comparison.
   pruned_int8   the int8 recipe applied to the pruned actor's SavedModel
+  int16x8       int16 activations, int8 weights (export/convert/int16x8.py builds it)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ OP_ALLOW_LIST = {
     "dynamic": _ALLOWED_FLOAT,
     "int8": _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"},
     "pruned_int8": _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"},
+    "int16x8": _ALLOWED_FLOAT | {"QUANTIZE", "DEQUANTIZE"},
 }
 # LayerNorm in the actor lowers to these (static shapes; TFLM has kernels for them).
 LAYER_NORM_OPS = {"SUM", "MEAN", "RSQRT", "RESHAPE", "SQUARED_DIFFERENCE"}

@@ -13,9 +13,10 @@ MANIFEST = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILES = {"fp32": "actor_fp32.tflite", "fp16": "actor_fp16.tflite",
                 "dynamic": "actor_dynamic.tflite", "int8": "actor_int8.tflite",
-                "pruned_int8": "actor_pruned_int8.tflite"}
+                "pruned_int8": "actor_pruned_int8.tflite", "int16x8": "actor_int16x8.tflite"}
 ONNX_FILE = "actor.onnx"
 MICRO_DIR = "micro"
+MCU_DIR = "mcu"
 
 
 def dir_bytes(path: str) -> int:
