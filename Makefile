@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo $(ARGS)
 
+# Two pytest workers, each test file on one (session fixtures stay in one process):
+# 8.9 min instead of 17 on a 2-core machine. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench_env $(ARGS)

@@ -29,37 +29,42 @@ def _error_lines(stderr):
     return [ln for ln in stderr.strip().splitlines() if not LOG_LINE.match(ln)]
 
 
+@pytest.fixture(scope="module")
+def ant_uninterrupted(tmp_path_factory):
+    """The uninterrupted native-Ant run the killed one must equal (its own fixture so
+    the kill test's time is the kills')."""
+    a = str(tmp_path_factory.mktemp("ant") / "a")
+    ref = train(*ANT, f"--out_dir={a}", timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    return a
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_sigkill_anywhere_then_same_command_or_resume_equals_uninterrupted(tmp_path):
+def test_sigkill_anywhere_then_same_command_or_resume_equals_uninterrupted(ant_uninterrupted,
+                                                                           tmp_path):
     """Kills: before the first checkpoint, inside orbax's save (temporary step
     directory on disk), between orbax's rename and checksums.json, and between
     checkpoints; then the run completes."""
-    import concurrent.futures
+    a, b = ant_uninterrupted, str(tmp_path / "b")
 
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        ref = pool.submit(train, *ANT, f"--out_dir={a}", timeout=900)
+    def kill(phase_step, *extra):
+        proc = train(*ANT, f"--out_dir={b}", *extra, timeout=900,
+                     env_extra={"JAXRL_LITE_FAULT_KILL_AT": phase_step})
+        assert proc.returncode == -9, proc.stderr[-3000:]
 
-        def kill(phase_step, *extra):
-            proc = train(*ANT, f"--out_dir={b}", *extra, timeout=900,
-                         env_extra={"JAXRL_LITE_FAULT_KILL_AT": phase_step})
-            assert proc.returncode == -9, proc.stderr[-3000:]
-
-        kill("record:128")                     # before the first checkpoint
-        assert checkpoint.list_steps(b) == []
-        kill("save:512")                       # same command as the first launch
-        assert checkpoint.list_steps(b) == [256]
-        assert any(n.startswith("512.") for n in os.listdir(os.path.join(b, "checkpoints")))
-        kill("checksums:768", "--resume")
-        assert checkpoint.list_steps(b) == [256, 512, 768]
-        assert not os.path.exists(os.path.join(b, "checkpoints", "768", checkpoint.MANIFEST))
-        kill("record:832", "--resume")         # between checkpoints
-        assert [r["step"] for r in metrics.read(b)][-1] == 832
-        done = train(*ANT, f"--out_dir={b}", "--resume", timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
-        ra = ref.result()
-    assert ra.returncode == 0, ra.stderr[-3000:]
+    kill("record:128")                     # before the first checkpoint
+    assert checkpoint.list_steps(b) == []
+    kill("save:512")                       # same command as the first launch
+    assert checkpoint.list_steps(b) == [256]
+    assert any(n.startswith("512.") for n in os.listdir(os.path.join(b, "checkpoints")))
+    kill("checksums:768", "--resume")
+    assert checkpoint.list_steps(b) == [256, 512, 768]
+    assert not os.path.exists(os.path.join(b, "checkpoints", "768", checkpoint.MANIFEST))
+    kill("record:832", "--resume")         # between checkpoints
+    assert [r["step"] for r in metrics.read(b)][-1] == 832
+    done = train(*ANT, f"--out_dir={b}", "--resume", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(a, b, step="1024")
     steps = [r["step"] for r in metrics.read(b)]
     assert steps == sorted(set(steps)) == list(range(64, 1025, 64))  # no duplicates
