@@ -17,14 +17,17 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 from absl import app, flags
+
+from experiments.kernel_agreement import kernel_agreement
 
 _RUN = flags.DEFINE_string("run_dir", None, "Training run to export.")
 _EXPORT = flags.DEFINE_string("export_dir", None, "Existing export (skips the conversion).")
 _OUT = flags.DEFINE_string("out_dir", "runs/bench_export", "Where results go.")
 _EPISODES = flags.DEFINE_integer("episodes", 100, "Matched episodes per variant.")
 _SEED = flags.DEFINE_integer("seed", 1000, "First episode seed.")
+_REUSE = flags.DEFINE_boolean("reuse_evaluation", False, "Keep <out_dir>/evaluation.json "
+                              "if it exists (e.g. after a later stage failed).")
 _LSB_OBS = flags.DEFINE_integer("lsb_obs", 2000, "Visited observations for TFLM vs LiteRT.")
 _CONVERT_ARGS = flags.DEFINE_multi_string("convert_arg", [], "An extra export.convert flag "
                                            "(repeatable), e.g. --convert_arg=--prune_keep=0.5")
@@ -37,39 +40,6 @@ def _python(*args) -> None:
     proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(args[:1])} failed (exit {proc.returncode})")
-
-
-def kernel_agreement(export_dir: str, manifest: dict, num_obs: int, seed: int) -> dict:
-    """TFLM vs LiteRT (XNNPACK, builtin and reference kernels) on the int8 models, in output LSB,
-    over observations of full-length deterministic fp32-policy episodes."""
-    from export.convert import micro, observations, tflite
-    from jaxrl_lite.run.checkpoint import load_policy
-    bundle = load_policy(manifest["source_checkpoint"])
-    pol = observations.numpy_policy(bundle.spec, bundle.actor_params, bundle.norm)
-    obs = observations.collect_observations(pol, num_obs, seed, action_noise=0.0,
-                                            episode_steps=1000, stride=1)
-    out = {"observations": int(len(obs)), "seed": seed}
-    for name in ("int8", "pruned_int8"):
-        with open(os.path.join(export_dir, f"actor_{name}.tflite"), "rb") as f:
-            model = f.read()
-        step = tflite.output_step(model)
-        arena = manifest["variants"][name].get("tensor_arena_bytes") or 16384
-        runs = {"litert_xnnpack": tflite.run(model, obs),
-                "litert_builtin": tflite.run(model, obs, delegates=False),
-                "litert_reference": tflite.run(model, obs, reference=True),
-                "tflm": micro.run(model, obs, arena + micro.ARENA_MARGIN,
-                                  tflite.io_details(model))}
-        pairs = {}
-        for a, b in (("tflm", "litert_xnnpack"), ("tflm", "litert_builtin"),
-                     ("tflm", "litert_reference"), ("litert_builtin", "litert_xnnpack"),
-                     ("litert_reference", "litert_builtin")):
-            lsb = np.abs(runs[a] - runs[b]) / step
-            pairs[f"{a}_vs_{b}"] = {"max_lsb": float(lsb.max()),
-                                    "fraction_nonzero": float(np.mean(lsb > 0.01)),
-                                    "fraction_over_2_lsb": float(np.mean(lsb > 2.01)),
-                                    "observations_over_2_lsb": int(np.sum((lsb > 2.01).any(1)))}
-        out[name] = {"output_step": step, **pairs}
-    return out
 
 
 def table(manifest: dict, evaluation: dict) -> str:
@@ -105,14 +75,15 @@ def main(argv):
     with open(os.path.join(export_dir, "manifest.json")) as f:
         manifest = json.load(f)
     report = os.path.join(_OUT.value, "evaluation.json")
-    _python("export.evaluate", f"--export_dir={export_dir}", f"--episodes={_EPISODES.value}",
-            f"--seed={_SEED.value}", "--threads=1", "--comparison_rows=false",
-            f"--report={report}")
+    if not (_REUSE.value and os.path.exists(report)):
+        _python("export.evaluate", f"--export_dir={export_dir}",
+                f"--episodes={_EPISODES.value}", f"--seed={_SEED.value}", "--threads=1",
+                "--comparison_rows=false", f"--report={report}")
     with open(report) as f:
         evaluation = json.load(f)
     agreement = kernel_agreement(export_dir, manifest, _LSB_OBS.value, _SEED.value + 10_000)
     md = table(manifest, evaluation)
-    out = {"export_dir": os.path.abspath(export_dir), "episodes": _EPISODES.value,
+    out = {"export_dir": export_dir, "episodes": _EPISODES.value,
            "seed": _SEED.value, "table_markdown": md, "kernel_agreement": agreement,
            "studies": manifest.get("studies", {}),
            "pruned_architecture": manifest["variants"].get("pruned_int8", {}).get(

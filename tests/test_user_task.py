@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from experiments.kernel_agreement import kernel_agreement
 from jaxrl_lite import envs
 from jaxrl_lite.envs import gym_reference
 from tests import forkserver
@@ -45,6 +46,10 @@ def test_train_export_and_run_on_the_pi_harness(tmp_path):
     assert manifest["env"] == ENV and (manifest["obs_dim"], manifest["act_dim"]) == (2, 1)
     # The policy acts within the motor's ctrlrange [-2, 2], not [-1, 1].
     assert manifest["policy_spec"]["action_low"] == [-2.0]
+    # bench_export's kernel agreement rolls out the export's own task (not Ant-v5).
+    agreement = kernel_agreement(str(export), manifest, 30, seed=0)
+    assert agreement["observations"] == 30 and "pruned_int8" not in agreement
+    assert agreement["int8"]["tflm_vs_litert_reference"]["max_lsb"] <= 16, agreement
     report = tmp_path / "eval.json"
     proc = forkserver.run("export.evaluate", [
         f"--export_dir={export}", "--episodes=1", "--seed=0", "--warmup=1",
