@@ -53,3 +53,17 @@ def harness_export_dir(tmp_path_factory):
     """A small real export directory for the Pi-side harness tests (harness_helpers)."""
     from tests import harness_helpers
     return harness_helpers.build_export_dir(str(tmp_path_factory.mktemp("harness")))
+
+
+# The longest files first (measured: cold-cache seconds per file, roughly): with two
+# pytest-xdist workers taking whole files (`make test`), a long file collected last
+# would run alone at the end while the other worker idles.
+_LONG_FILES_FIRST = ("test_device_report.py", "test_mjx_parity.py", "test_suite_training.py",
+                     "test_faults.py", "test_distributed.py", "test_train_cli.py",
+                     "test_mjx_suite.py", "test_export.py", "test_return_fidelity.py",
+                     "test_actor_critic_training.py", "test_export_cli.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps order
