@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 
-import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch
@@ -26,6 +25,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecNormalize
+
+from jaxrl_lite.run import evaluation
 
 ZOO_SOURCE = ("DLR-RM/rl-baselines3-zoo@22e3ff2450fd92033f7f032915e1f64894a09584 "
               "hyperparams/{algo}.yml, HalfCheetah-v4")
@@ -85,27 +86,12 @@ def make_model(algo: str, env_id: str, seed: int):
 
 
 def evaluate(model, norm, env_id: str, episodes: int, seed: int) -> dict:
-    """The deterministic policy in gymnasium's own env (see the module docstring)."""
-    env = gym.make(env_id)
-    returns, lengths, falls = [], [], 0
-    t0 = time.perf_counter()
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        total, steps, terminated, truncated = 0.0, 0, False, False
-        while not (terminated or truncated):
-            x = norm.normalize_obs(obs) if norm is not None else obs
-            action, _ = model.predict(np.asarray(x, np.float32), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(np.asarray(action, np.float64))
-            total += float(reward)
-            steps += 1
-        returns.append(total)
-        lengths.append(steps)
-        falls += int(terminated)
-    env.close()
-    return {"env": env_id, "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)), "returns": returns,
-            "episode_lengths": lengths, "falls": falls, "episodes": episodes,
-            "seeds": [seed, seed + episodes - 1], "gym_eval_s": time.perf_counter() - t0}
+    """The deterministic policy in gymnasium's own env, through the same episode loop
+    as jaxrl_lite's own figures (``evaluation.gymnasium_episodes``)."""
+    def act(obs):
+        x = norm.normalize_obs(obs) if norm is not None else obs
+        return model.predict(np.asarray(x, np.float32), deterministic=True)[0]
+    return evaluation.gymnasium_episodes(act, env_id, episodes, seed)
 
 
 def train_and_evaluate(algo: str, env_id: str, seed: int, budget_s: float, episodes: int,

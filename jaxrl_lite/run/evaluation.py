@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Callable
 
 import gymnasium as gym
 import jax
@@ -68,6 +69,17 @@ def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str | Non
     env_id = env_id or bundle.spec.env
     act = jax.jit(lambda obs: policy.deterministic_action(
         bundle.spec, bundle.actor_params, bundle.norm, obs[None])[0])
+    result = gymnasium_episodes(act, env_id, episodes, seed, env_kwargs)
+    return {**result, "checkpoint": bundle.source, "checkpoint_env_steps": bundle.step}
+
+
+def gymnasium_episodes(act: Callable[[np.ndarray], Any], env_id: str, episodes: int, seed: int,
+                       env_kwargs: dict | None = None) -> dict:
+    """``act`` (float32 observation [obs_dim] -> action [act_dim]) for ``episodes``
+    episodes of gymnasium's own ``env_id``, seeded ``seed, seed+1, ...``: the one
+    evaluation every learning figure uses (ours and the SB3 peer's). Returns return
+    mean/std, per-episode returns and lengths, ``falls`` (terminated before the time
+    limit), the seeds and ``gym_eval_s``."""
     env = gym.make(env_id, **(env_kwargs or {}))
     returns, lengths, falls = [], [], 0
     t0 = time.perf_counter()
@@ -88,5 +100,4 @@ def gymnasium_evaluate(run_dir: str, episodes: int, seed: int, env_id: str | Non
     return {"env": env_id, "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)), "returns": returns,
             "episode_lengths": lengths, "falls": falls, "episodes": episodes,
-            "seeds": [seed, seed + episodes - 1], "checkpoint": bundle.source,
-            "checkpoint_env_steps": bundle.step, "gym_eval_s": time.perf_counter() - t0}
+            "seeds": [seed, seed + episodes - 1], "gym_eval_s": time.perf_counter() - t0}
