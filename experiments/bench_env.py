@@ -7,14 +7,20 @@ raw ``mujoco.rollout`` of the same model and batch in the same run.
     python -m experiments.bench_env --mjx_compile        # + MJX compile seconds per task
     python -m experiments.bench_env --solver_table --solver_settings=model,10:10,4:4,1:4
 
-Default mode: for every task, backend and batch size, a jitted ``lax.scan`` of
-``env.step`` (random actions within the action bounds, auto-reset on) is compiled
-and run; the first call's extra time is reported as compile time, the best of
-``--repeats`` further calls as the steady state. In the same run, the ceiling:
-native MuJoCo stepping the same model (frame_skip substeps per env step, random
-controls, no task logic) on all cores with ``mujoco.rollout`` (persistent thread
-pool), and ``mujoco.batch`` when this mujoco has it; ``ratio`` = env steps/s of the
-backend / of ``mujoco.rollout`` (goal for the native backend: >= 0.9 at N=256).
+Default mode, per task and batch size N: one workload, N envs from the same states of
+the task's reset distribution driven open loop for ``--steps`` env steps by the same
+random controls (uniform in the actuators' ctrlrange). Each backend runs it as a jitted
+``lax.scan`` of ``env.step`` with auto-reset off (the first call's extra time is its
+compile time); the ceiling runs it with native MuJoCo and no task logic (frame_skip
+substeps per env step, all cores): ``mujoco.rollout`` (persistent thread pool) and
+``mujoco.batch`` when this mujoco has it. The physics engine does identical work on both
+sides (the native backend's final qpos equals rollout's: ``max_abs_qpos_vs_rollout``,
+0 expected), so ``ratio`` measures what the backend adds around the physics: host
+callback, float64 <-> float32 conversions, task semantics. ``--repeats`` rounds time
+every backend and the ceiling once each, one after the other (a shared machine's load
+drifts over seconds; calls milliseconds apart see the same load); rows report the
+median round's env steps/s and ``ratio`` = the median over rounds of env steps/s /
+``mujoco.rollout``'s, with its range (goal for the native backend: >= 0.9 at N=256).
 ``--mjx_compile``: seconds to compile MJX's reset and step per task (batch 8).
 
 ``--solver_table``: for MJX solver settings (iterations:ls_iterations,
@@ -41,7 +47,6 @@ from absl import app, flags
 from mujoco import batch as mj_batch
 from mujoco import rollout
 
-from experiments.env_timing import time_backend
 from jaxrl_lite import envs
 from jaxrl_lite.envs import gym_reference
 from jaxrl_lite.envs.model import load_model
@@ -52,7 +57,8 @@ flags.DEFINE_list("backends", ["mujoco"], "Backends to time (mjx, mujoco).")
 flags.DEFINE_list("batch_sizes", ["256", "1024"], "num_envs values.")
 flags.DEFINE_bool("mjx_compile", False, "Also time MJX compilation (reset + step) per task.")
 flags.DEFINE_integer("steps", 50, "Env steps per timed rollout.")
-flags.DEFINE_integer("repeats", 2, "Timed rollouts after the compiling one (best is kept).")
+flags.DEFINE_integer("repeats", 7, "Timed rounds after the compiling call: each round times "
+                     "every backend and the ceiling once; rows report the median round.")
 flags.DEFINE_integer("iterations", None,
                      "Solver iterations (default: the backend's; MJX 10, native the model's 100).")
 flags.DEFINE_integer("ls_iterations", None,
@@ -109,44 +115,113 @@ def _parse_settings(values):
     return out
 
 
-def time_ceiling(task, num_envs, steps, threads, seed, **kwargs):
-    """Native MuJoCo, same model, frame_skip substeps per env step, random controls
-    within ctrlrange, no task logic: the most a CPU backend could reach."""
-    spec = envs.task_spec(task)
-    config = spec.config.from_kwargs(**kwargs)
-    model = load_model(spec, config)
-    nthread = threads or os.cpu_count() or 1
-    rng = np.random.default_rng(seed)
-    data = mujoco.MjData(model)
-    state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state0 = np.zeros(mujoco.mj_stateSize(model, state_spec))
-    mujoco.mj_getState(model, data, state0, state_spec)
-    fs = config.frame_skip
-    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    ctrl = rng.uniform(lo, hi, (num_envs, steps, model.nu)).repeat(fs, axis=1)
-    rows = []
-    datas = [mujoco.MjData(model) for _ in range(nthread)]
-    with rollout.Rollout(nthread=nthread) as r:
-        r.rollout(model, datas, np.tile(state0, (num_envs, 1)), ctrl[:, :1], nstep=1)  # warm up
+class Workload:
+    """What both sides of the comparison simulate: ``num_envs`` envs from the same states
+    of the task's reset distribution (our reset, gymnasium's noise; seed ``seed``), each
+    driven open loop for ``steps`` env steps by the same random controls (float32,
+    uniform in the actuators' ctrlrange). The backend runs them with auto-reset off, so
+    the physics engine does identical work on both sides and the ratio measures what
+    the backend adds around it (host callback, conversions, task semantics)."""
+
+    def __init__(self, task, num_envs, steps, seed, **kwargs):
+        native = envs.make(task, backend="mujoco", num_envs=num_envs, auto_reset=False,
+                           **kwargs)
+        x = native.unpack_physics(native.reset(jax.random.PRNGKey(seed)).physics)
+        self.qpos, self.qvel = x["qpos"], x["qvel"]
+        lo, hi = native.model.actuator_ctrlrange.T
+        rng = np.random.default_rng(seed)
+        # [steps, N, nu] float32: the backend's actions; the ceiling's float64 ctrl.
+        self.actions = rng.uniform(lo, hi, (steps, num_envs, native.model.nu)).astype(
+            np.float32)
+        self.task, self.num_envs, self.steps, self.seed = task, num_envs, steps, seed
+        self.kwargs = kwargs
+
+
+def backend_timer(backend, work: Workload):
+    """-> (info, run, final_qpos): ``run()`` times one open-loop call of the workload
+    (a jitted lax.scan of env.step, every call from the same states); info: compile_s
+    (the first call's extra time); final_qpos(): float64 [N, nq] after the workload."""
+    env = envs.make(work.task, backend=backend, num_envs=work.num_envs, auto_reset=False,
+                    **work.kwargs)
+    state0 = env.reset(jax.random.PRNGKey(work.seed))
+    actions = jnp.asarray(work.actions)
+    fn = jax.jit(lambda s, a: jax.lax.scan(lambda s, a: (env.step(s, a), None), s, a)[0])
+
+    def run() -> float:
         t = time.perf_counter()
-        r.rollout(model, datas, np.tile(state0, (num_envs, 1)), ctrl, nstep=steps * fs)
-        dt = time.perf_counter() - t
-    rows.append({"task": task, "method": "mujoco.rollout", "num_envs": num_envs,
-                 "threads": nthread, "steps": steps,
-                 "env_steps_per_s": round(num_envs * steps / dt, 1)})
-    if hasattr(mj_batch, "Batch"):
-        b = mj_batch.Batch(model, nsim=num_envs, nthread=nthread)
-        b.ctrl = ctrl[:, 0]
-        b.step(nstep=1)  # warm up
+        jax.block_until_ready(fn(state0, actions))
+        return time.perf_counter() - t
+
+    first = run()
+    second = run()
+
+    def final_qpos():
+        physics = fn(state0, actions).physics
+        if backend == "mujoco":
+            return env.unpack_physics(physics)["qpos"]
+        return np.asarray(physics["qpos"], np.float64)
+
+    return {"compile_s": round(max(first - second, 0.0), 2)}, run, final_qpos
+
+
+class Ceiling:
+    """Native MuJoCo stepping the same workload with no task logic (frame_skip substeps
+    per env step): the most a CPU backend could reach. ``rollout_s()`` / ``batch_s()``
+    time one call with ``mujoco.rollout`` (persistent thread pool) / ``mujoco.batch``
+    (None if absent), each from the workload's states."""
+
+    def __init__(self, work: Workload, threads):
+        spec = envs.task_spec(work.task)
+        config = spec.config.from_kwargs(**work.kwargs)
+        self.model = model = load_model(spec, config)
+        self.nthread = threads or os.cpu_count() or 1
+        self.steps, self.fs = work.steps, config.frame_skip
+        data = mujoco.MjData(model)
+        state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.state0 = np.zeros((work.num_envs, mujoco.mj_stateSize(model, state_spec)))
+        for i, (qpos, qvel) in enumerate(zip(work.qpos, work.qvel)):
+            data.qpos[:], data.qvel[:] = qpos, qvel
+            mujoco.mj_getState(model, data, self.state0[i], state_spec)
+        self._start = (work.qpos, work.qvel)
+        # [N, steps * frame_skip, nu]: each env step's control for its substeps.
+        self.ctrl = np.moveaxis(work.actions.astype(np.float64), 0, 1).repeat(self.fs, axis=1)
+        self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
+        self._rollout = rollout.Rollout(nthread=self.nthread)
+        self._rollout.rollout(model, self.datas, self.state0, self.ctrl[:, :1], nstep=1)  # warm
+        self._batch = None
+        if hasattr(mj_batch, "Batch"):
+            self._batch = mj_batch.Batch(model, nsim=work.num_envs, nthread=self.nthread)
+            self._batch.ctrl = self.ctrl[:, 0]
+            self._batch.step(nstep=1)  # warm up
+
+    def rollout_s(self) -> float:
         t = time.perf_counter()
-        for s in range(steps):
-            b.ctrl = ctrl[:, s * fs]
-            b.step(nstep=fs)
-        dt = time.perf_counter() - t
-        rows.append({"task": task, "method": "mujoco.batch", "num_envs": num_envs,
-                     "threads": nthread, "steps": steps,
-                     "env_steps_per_s": round(num_envs * steps / dt, 1)})
-    return rows
+        self._rollout.rollout(self.model, self.datas, self.state0, self.ctrl,
+                              nstep=self.steps * self.fs)
+        return time.perf_counter() - t
+
+    def rollout_final_qpos(self) -> np.ndarray:
+        state, _ = self._rollout.rollout(self.model, self.datas, self.state0, self.ctrl,
+                                         nstep=self.steps * self.fs)
+        return state[:, -1, 1:1 + self.model.nq]
+
+    def batch_s(self) -> float | None:
+        if self._batch is None:
+            return None
+        self._batch.reset()  # as rollout: every call starts from the same states
+        self._batch.qpos, self._batch.qvel = self._start
+        t = time.perf_counter()
+        for s in range(self.steps):
+            self._batch.ctrl = self.ctrl[:, s * self.fs]
+            self._batch.step(nstep=self.fs)
+        return time.perf_counter() - t
+
+    def close(self) -> None:
+        self._rollout.close()
+
+
+def _rate(num_envs, steps, seconds) -> float:
+    return round(num_envs * steps / seconds, 1)
 
 
 def time_mjx_compile(task) -> dict:
@@ -229,31 +304,64 @@ def _machine():
 
 
 def _speed_table(tasks, backends, batch_sizes, solver_kw, report):
+    """Per task and batch: the backends and the ceiling on one Workload, timed in
+    alternation for ``--repeats`` rounds, so that each round's ratio compares calls a
+    few milliseconds apart on the same (shared, noisy) machine; rows report the median
+    round and the range of the ratios."""
+    steps, rounds = FLAGS.steps, max(FLAGS.repeats, 1)
     for task in tasks:
-        ceiling = {}
-        if FLAGS.ceiling:
-            for n in batch_sizes:
-                rows = time_ceiling(task, n, FLAGS.steps, FLAGS.ceiling_threads, FLAGS.seed,
-                                    **solver_kw)
-                report["ceiling"].extend(rows)
-                ceiling[n] = rows[0]["env_steps_per_s"]
-        for backend in backends:
-            for n in batch_sizes:
+        for n in batch_sizes:
+            work = Workload(task, n, steps, FLAGS.seed, **solver_kw)
+            ceiling = Ceiling(work, FLAGS.ceiling_threads) if FLAGS.ceiling else None
+            timers = {}
+            for backend in backends:
                 try:
-                    row = time_backend(backend, n, FLAGS.steps, FLAGS.repeats, FLAGS.seed,
-                                       task=task, **solver_kw)
+                    timers[backend] = backend_timer(backend, work)
                 except ValueError as e:  # e.g. a feature MJX lacks
                     report["notes"].append(f"{task} {backend}: {e}")
                     print(report["notes"][-1])
-                    break
-                if n in ceiling:
-                    row["rollout_env_steps_per_s"] = ceiling[n]
-                    row["ratio"] = round(row["env_steps_per_s"] / ceiling[n], 3)
+            times = {b: [] for b in timers}
+            ceil_times = {"mujoco.rollout": [], "mujoco.batch": []}
+            for _ in range(rounds):
+                for backend, (_, run, _) in timers.items():
+                    times[backend].append(run())
+                if ceiling:
+                    ceil_times["mujoco.rollout"].append(ceiling.rollout_s())
+                    b = ceiling.batch_s()
+                    if b is not None:
+                        ceil_times["mujoco.batch"].append(b)
+            reference_qpos = ceiling.rollout_final_qpos() if ceiling else None
+            if ceiling:
+                ceiling.close()
+                for method, ts in ceil_times.items():
+                    if ts:
+                        report["ceiling"].append({
+                            "task": task, "method": method, "num_envs": n,
+                            "threads": ceiling.nthread, "steps": steps, "rounds": len(ts),
+                            "env_steps_per_s": _rate(n, steps, float(np.median(ts)))})
+            for backend, (info, _, final_qpos) in timers.items():
+                ts = np.asarray(times[backend])
+                row = {"task": task, "backend": backend, "num_envs": n, "steps": steps,
+                       "rounds": rounds, "compile_s": info["compile_s"],
+                       "steady_s": round(float(np.median(ts)), 4),
+                       "env_steps_per_s": _rate(n, steps, float(np.median(ts))), **solver_kw}
+                if ceiling:
+                    ratios = np.asarray(ceil_times["mujoco.rollout"]) / ts
+                    row["rollout_env_steps_per_s"] = _rate(
+                        n, steps, float(np.median(ceil_times["mujoco.rollout"])))
+                    row["ratio"] = round(float(np.median(ratios)), 3)
+                    row["ratio_min"] = round(float(ratios.min()), 3)
+                    row["ratio_max"] = round(float(ratios.max()), 3)
+                    # Same work: the native backend ends where rollout ends, bit for bit.
+                    row["max_abs_qpos_vs_rollout"] = float(
+                        np.abs(final_qpos() - reference_qpos).max())
                 report["results"].append(row)
                 print(f"{task:26s} {backend:7s} N={n:5d}: {row['env_steps_per_s']:10.1f} env "
                       f"steps/s (compile {row['compile_s']} s)"
-                      + (f", {row['ratio']:.2f} of mujoco.rollout" if "ratio" in row else ""),
-                      flush=True)
+                      + (f", {row['ratio']:.2f} of mujoco.rollout (rounds "
+                         f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}; final qpos "
+                         f"differs by {row['max_abs_qpos_vs_rollout']:.2g})"
+                         if "ratio" in row else ""), flush=True)
         if FLAGS.mjx_compile:
             report["mjx_compile"].append(time_mjx_compile(task))
             print(report["mjx_compile"][-1], flush=True)
@@ -295,7 +403,8 @@ def run(argv):
         print("\nEnv steps/s (one env step = frame_skip physics substeps)")
         print(_table(report["results"], ["task", "backend", "num_envs", "compile_s",
                                          "env_steps_per_s", "rollout_env_steps_per_s",
-                                         "ratio"]))
+                                         "ratio", "ratio_min", "ratio_max",
+                                         "max_abs_qpos_vs_rollout"]))
         if report["ceiling"]:
             print("\nCeiling: native MuJoCo physics only, same model")
             print(_table(report["ceiling"], ["task", "method", "num_envs", "threads",

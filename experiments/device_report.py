@@ -310,10 +310,8 @@ def main(argv):
     if _STAGE.value:
         if _STAGE.value not in STAGE_FNS:
             sys.exit(f"device_report: error: unknown --stage={_STAGE.value}")
-        cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
-        if cache:
-            import jax
-            jax.config.update("jax_compilation_cache_dir", cache)
+        from jaxrl_lite.run import compile_cache  # (imports JAX only with a cache)
+        compile_cache.configure()
         _write_json(_STAGE_OUT.value, STAGE_FNS[_STAGE.value](_DRY.value))
         return
     valid = ("environment", "parity", "env_throughput", "ppo_learning", "ac_learning")

@@ -1,5 +1,5 @@
-"""Timing of batched env stepping, shared by ``bench_env`` and ``device_report``
-(a module without flags, so both can import it)."""
+"""Timing of batched env stepping with auto-reset, for ``device_report``'s MJX throughput
+(a module without flags, importable from the report's stage processes)."""
 from __future__ import annotations
 
 import time

@@ -7,10 +7,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
-_CACHE = os.environ.get("JAXRL_LITE_JAX_CACHE",
-                        os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+# The persistent compilation cache for this process and every process a test starts (they
+# inherit the environment): every compile is written, however short, because the suite
+# starts many short processes that compile the same functions.
+os.environ.setdefault("JAXRL_LITE_JAX_CACHE",
+                      os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
+os.environ.setdefault("JAXRL_LITE_JAX_CACHE_MIN_S", "0")
+from jaxrl_lite.run import compile_cache  # noqa: E402
+
+compile_cache.configure()
 
 
 import concurrent.futures  # noqa: E402

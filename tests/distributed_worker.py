@@ -29,7 +29,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from jaxrl_lite.blocks import sharding  # noqa: E402
-from jaxrl_lite.run import multihost  # noqa: E402
+from jaxrl_lite.run import compile_cache, multihost  # noqa: E402
 
 flags.DEFINE_string("coordinator_address", "127.0.0.1:12355", "host:port of process 0")
 flags.DEFINE_integer("num_processes", 1, "processes in the run")
@@ -60,10 +60,7 @@ def small_config(agent, algo: str, num_envs: int, hidden: int = 16):
 
 def main(argv):
     del argv
-    cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compile_cache.configure()
     try:
         multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                         timeout_s=FLAGS.timeout_s)

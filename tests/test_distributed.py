@@ -50,8 +50,8 @@ def _last_line(text: str) -> str:
 _COMPARE = textwrap.dedent(f"""
     import json, os
     import jax, numpy as np
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAXRL_LITE_JAX_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from jaxrl_lite.run import compile_cache
+    compile_cache.configure()
     from jaxrl_lite import agents, envs
     from jaxrl_lite.blocks import sharding
     from tests.distributed_worker import small_config

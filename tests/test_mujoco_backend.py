@@ -272,6 +272,40 @@ def test_auto_reset_continues_like_reset_to():
     np.testing.assert_array_equal(np.asarray(step(fresh, a).obs), np.asarray(step(s, a).obs))
 
 
+def test_auto_reset_runs_gymnasium_reset_for_the_finished_envs_only():
+    """InvertedDoublePendulum's first observation reads qfrc_constraint, so a reset
+    runs mj_forward on the host; auto-reset asks for the finished envs only. The
+    placeholders of the others never reach a State: the rollout equals one that
+    resets every row, on the C step and on the Python pool."""
+    from jaxrl_lite.envs.native.backend import NativeEnv
+
+    class EveryRow(NativeEnv):
+        def _reset_batch(self, rng, needed=None):
+            return super()._reset_batch(rng)
+
+    name = "InvertedDoublePendulum-v5"
+    masked = envs.make(name, backend="mujoco", num_envs=5)
+    every = EveryRow(envs.task_spec(name), num_envs=5)
+    pool = envs.make(name, backend="mujoco", num_envs=5, num_threads=1, host_step="python")
+    runs = [_rollout(e, jax.random.PRNGKey(4), steps=30) for e in (masked, every, pool)]
+    term = runs[0][1][2]
+    assert ((term.sum(1) > 0) & (term.sum(1) < 5)).any(), "expected partial resets"
+    for x, y, z in zip(*(jax.tree_util.tree_leaves(r) for r in runs)):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    # The host side (Reacher: body positions, never all zero): rows not asked for are
+    # zeros, the others what a full reset gives.
+    reacher = envs.make("Reacher-v5", backend="mujoco", num_envs=3)
+    m = reacher.model
+    state = np.random.default_rng(0).normal(0, 0.1, (3, m.nq + m.nv)).astype(np.float32)
+    full = reacher._host_reset_fields(np.concatenate([state, np.ones((3, 1), np.float32)], 1))
+    part = reacher._host_reset_fields(
+        np.concatenate([state, np.float32([[1], [0], [1]])], 1))
+    assert np.abs(full).sum(1).min() > 0
+    np.testing.assert_array_equal(part[[0, 2]], full[[0, 2]])
+    assert (part[1] == 0).all()
+
+
 def test_bad_input_one_line_errors(small_env):
     def one_line(excinfo):
         msg = str(excinfo.value)

@@ -179,8 +179,10 @@ class ShardedEnv:
         return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                              check_vma=False)(*args)
 
-    def _reset_batch(self, rng):
-        return self._sharded(self.env._reset_batch, rng)
+    def _reset_batch(self, rng, needed=None):
+        if needed is None:
+            return self._sharded(self.env._reset_batch, rng)
+        return self._sharded(self.env._reset_batch, rng, needed)
 
     def _step_batch(self, physics, action):
         return self._sharded(self.env._step_batch, physics, action)

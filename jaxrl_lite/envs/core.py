@@ -77,8 +77,12 @@ class Env(abc.ABC):
     def action_size(self) -> int: ...
 
     @abc.abstractmethod
-    def _reset_batch(self, rng: jax.Array) -> tuple[jax.Array, Any, dict]:
-        """rng uint32 [N, 2] -> (obs [N, obs_dim], physics, backend info)."""
+    def _reset_batch(self, rng: jax.Array, needed: jax.Array | None = None
+                     ) -> tuple[jax.Array, Any, dict]:
+        """rng uint32 [N, 2] -> (obs [N, obs_dim], physics, backend info).
+
+        needed: optional bool [N], the envs whose results are used (auto-reset passes
+        the finished ones); a backend may return placeholders for the others."""
 
     @abc.abstractmethod
     def _step_batch(self, physics: Any, action: jax.Array
@@ -155,7 +159,7 @@ class Env(abc.ABC):
         # branch returns placeholders that the masks below never select, so
         # the result is the same as always resetting.
         def fresh():
-            return self._reset_batch(split[:, 0])
+            return self._reset_batch(split[:, 0], done_b)
 
         def skip():
             shapes = jax.eval_shape(fresh)

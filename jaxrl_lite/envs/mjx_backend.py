@@ -162,7 +162,7 @@ class MjxEnv(TaskEnv):
                              f"{_mjx_version()}); use backend='mujoco' (native MuJoCo)")
         self._fns = _compiled(self)
 
-    def _reset_batch(self, rng):
+    def _reset_batch(self, rng, needed=None):  # needed: all envs computed on device
         qpos, qvel = self._fns.reset(rng)
         obs, physics, info = self._fns.from_state(qpos, qvel)
         return obs, physics, self._full_info(info, qpos.shape[0])

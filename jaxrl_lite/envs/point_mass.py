@@ -33,7 +33,7 @@ class PointMass(Env):
     def action_size(self) -> int:
         return 2
 
-    def _reset_batch(self, rng):
+    def _reset_batch(self, rng, needed=None):  # needed: every reset is cheap here
         pos = jax.vmap(lambda k: jax.random.uniform(k, (2,), minval=-1.0, maxval=1.0))(rng)
         vel = jnp.zeros_like(pos)
         physics = {"pos": pos, "vel": vel}

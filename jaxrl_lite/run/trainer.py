@@ -36,7 +36,8 @@ import numpy as np
 from absl import logging
 
 from jaxrl_lite import agents
-from jaxrl_lite.run import checkpoint, evaluation, faults, metrics, multihost, progress
+from jaxrl_lite.run import (checkpoint, compile_cache, evaluation, faults, metrics, multihost,
+                            progress)
 from jaxrl_lite.run.errors import (ConfigError, Diverged, OutputError, PeerLost,
                                    TrainingError, output_errors)
 from jaxrl_lite.run.run_config import RUNTIME_FILE, TrainConfig, validate
@@ -61,10 +62,7 @@ def train(config: TrainConfig | Plan,
     t_start = time.perf_counter()
     plan = config if isinstance(config, Plan) else prepare(config)
     config = plan.config
-    cache = os.environ.get("JAXRL_LITE_JAX_CACHE")
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compile_cache.configure()
     run = setup.build(config)
     ckpt = setup.start_out_dir(plan)
     # float32 matmuls everywhere (TF32 on some GPUs otherwise), as the CLI sets it.

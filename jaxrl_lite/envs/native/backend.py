@@ -99,29 +99,40 @@ class NativeEnv(TaskEnv):
         return {k: x[..., sl] for k, sl in self._slices().items()}
 
     def _host_reset_fields(self, packed):
-        """numpy float32 [..., nq + nv] -> float32 [..., reset width]: gymnasium's reset."""
+        """numpy float32 [..., nq + nv + 1] (state, needed) -> float32 [..., reset width]:
+        gymnasium's reset for the needed rows (zeros for the others)."""
         packed = np.asarray(packed)
         batch = packed.shape[:-1]
         packed = packed.reshape(-1, packed.shape[-1]).astype(np.float64)
-        out = self._stepper.reset_fields(packed[:, :self._nq], packed[:, self._nq:],
-                                         self.spec.reset_fields)
-        return out.astype(np.float32).reshape(batch + (self._reset_width,))
+        out = np.zeros((packed.shape[0], self._reset_width), np.float32)
+        rows = np.flatnonzero(packed[:, -1] > 0)
+        if rows.size:
+            state = packed[rows]
+            out[rows] = self._stepper.reset_fields(state[:, :self._nq],
+                                                   state[:, self._nq:-1],
+                                                   self.spec.reset_fields)
+        return out.reshape(batch + (self._reset_width,))
 
-    def _first(self, qpos, qvel, physics):
-        """Observation and info right after a reset."""
+    def _first(self, qpos, qvel, physics, needed=None):
+        """Observation and info right after a reset (needed: bool [N] or None = all;
+        the data fields of the other rows are zeros, for results nobody uses)."""
         n = qpos.shape[0]
         if self._reset_width:
+            needed = (jnp.ones((n, 1), jnp.float32) if needed is None
+                      else needed.astype(jnp.float32)[:, None])
+            # A finished env's reset runs mj_forward on the host; auto-reset asks for the
+            # finished ones only, so tasks that end often (the pendulums) stay cheap.
             flat = jax.pure_callback(
                 self._host_reset_fields,
                 jax.ShapeDtypeStruct((n, self._reset_width), jnp.float32),
-                jnp.concatenate([qpos, qvel], -1), vmap_method="broadcast_all")
+                jnp.concatenate([qpos, qvel, needed], -1), vmap_method="broadcast_all")
             fields = self.unpack_fields(flat, self.spec.reset_fields)
         else:
             fields = {}
         obs, info = self.first_observation(qpos, qvel, fields)
         return obs, physics, info
 
-    def _reset_batch(self, rng):
+    def _reset_batch(self, rng, needed=None):
         qpos, qvel = jax.vmap(self.semantics.reset)(rng)
         n = qpos.shape[0]
         # float32 values are exact float64 values: parts (x, 0, 0); warm start zero as
@@ -130,7 +141,7 @@ class NativeEnv(TaskEnv):
                              -1)
         x64 = jnp.concatenate([hi[:, None], jnp.zeros((n, 2, self._D), jnp.float32)], 1)
         physics = {"x64": x64, "fresh": jnp.ones((n,), jnp.bool_)}
-        return self._first(qpos, qvel, physics)
+        return self._first(qpos, qvel, physics, needed)
 
     def reset_to(self, qpos, qvel, key=None, *, qacc_warmstart=None, position=None) -> State:
         """Start every env at the given float64 state exactly (no noise).
@@ -168,6 +179,9 @@ class NativeEnv(TaskEnv):
         packed = np.asarray(packed)  # the callback may receive jax Arrays
         batch = packed.shape[:-1]
         packed = packed.reshape(-1, packed.shape[-1])
+        if self.host_step == "c":  # the same conversions in C, on the stepping threads
+            out = self._stepper.step_packed(packed)
+            return out.reshape(batch + out.shape[-1:])
         d, n = self._D, packed.shape[0]
         x = join_f64(np.moveaxis(packed[:, :3 * d].reshape(n, 3, d), 1, -1))
         sl = self._slices()

@@ -11,7 +11,9 @@ Python (and no GIL) per simulation. Results are bit-identical to the Python pool
 Per simulation i: load qpos, qvel, qacc_warmstart, ctrl; the task's Position
 "before" (carried from the last step, or with ``mj_kinematics`` when ``fresh[i]``:
 gymnasium's reset ran ``mj_forward``); ``mj_step`` x frame_skip;
-``mj_rnePostConstraint``; write the state, the Position and its change, and the
+``mj_rnePostConstraint`` if the task reads ``cfrc_ext`` (the only declared field it
+writes: gymnasium calls it after every step, skipping it elsewhere changes no output);
+write the state, the Position and its change, and the
 data fields the task declared (in its order). A reset job is gymnasium's reset
 (``mj_resetData``, set qpos/qvel, ``mj_forward``) and writes the fields.
 """
@@ -31,6 +33,7 @@ from jaxrl_lite.envs.native.pool import (StepResult, check_num_threads, empty_re
 from jaxrl_lite.envs.task import FIELD_SIZES, Position
 
 _SOURCE = r"""
+#include <math.h>
 #include <string.h>
 #include <mujoco/mujoco.h>
 #include <mujoco/mjbatch.h>
@@ -47,10 +50,30 @@ typedef struct {
   int reset; /* 1: gymnasium's reset (mj_resetData, set state, mj_forward), no step */
   int pos_kind, pos_dim, pos_start, pos_body;
   int nfield, width; const int* fields;
+  int rne_post; /* 1: mj_rnePostConstraint after the step (the task reads cfrc_ext) */
   const double *qpos, *qvel, *warm, *ctrl, *pos_before;
   const unsigned char *fresh;
   double *out_qpos, *out_qvel, *out_warm, *out_pos, *out_dpos, *out_fields;
+  /* The JAX side's float32 layout, used instead of the float64 arrays above when
+     in_packed is set: in [n, 3D + 1 + nu] (the parts hi|mid|lo of the float64 vector
+     [qpos | qvel | qacc_warmstart | position] of length D, fresh, ctrl), out
+     [n, 3D + pos_dim + width] (new parts, position change, fields). */
+  const float* in_packed;
+  float* out_packed;
+  int dx;
 } nb_job;
+
+/* float64 <-> three float32 parts, exactly as float64_parts.split_f64 / join_f64. */
+static double nb_join(const float* p, int D, int k) {
+  return ((double)p[k] + (double)p[D + k]) + (double)p[2*D + k];
+}
+
+static void nb_split(double x, float* p, int D, int k) {
+  float hi = (float)x;
+  double rest = isfinite(hi) ? x - (double)hi : 0.0;
+  float mid = (float)rest;
+  p[k] = hi; p[D + k] = mid; p[2*D + k] = (float)(rest - (double)mid);
+}
 
 static const mjtNum* nb_field(const mjModel* m, const mjData* d, int f, int* count) {
   switch (f) {
@@ -95,6 +118,41 @@ static void nb_position(const mjModel* m, const mjData* d, const nb_job* j, doub
   }
 }
 
+static void nb_env_packed(const mjModel* m, mjData* d, int i, const nb_job* j) {
+  int nq = m->nq, nv = m->nv, nu = m->nu, dim = j->pos_dim, D = j->dx;
+  const float* in = j->in_packed + (size_t)i*(3*D + 1 + nu);
+  float* out = j->out_packed + (size_t)i*(3*D + dim + j->width);
+  double before[8], pos[8];
+  d->time = 0;
+  for (int k = 0; k < nq; k++) d->qpos[k] = nb_join(in, D, k);
+  for (int k = 0; k < nv; k++) d->qvel[k] = nb_join(in, D, nq + k);
+  for (int k = 0; k < nv; k++) d->qacc_warmstart[k] = nb_join(in, D, nq + nv + k);
+  if (in[3*D] > 0) {
+    mj_kinematics(m, d);  /* fresh: gymnasium's reset ran mj_forward */
+    nb_position(m, d, j, before);
+  } else {
+    for (int k = 0; k < dim; k++) before[k] = nb_join(in, D, nq + 2*nv + k);
+  }
+  for (int k = 0; k < nu; k++) d->ctrl[k] = (double)in[3*D + 1 + k];
+  for (int k = 0; k < j->frame_skip; k++) mj_step(m, d);
+  if (j->rne_post) mj_rnePostConstraint(m, d);
+  for (int k = 0; k < nq; k++) nb_split(d->qpos[k], out, D, k);
+  for (int k = 0; k < nv; k++) nb_split(d->qvel[k], out, D, nq + k);
+  for (int k = 0; k < nv; k++) nb_split(d->qacc_warmstart[k], out, D, nq + nv + k);
+  nb_position(m, d, j, pos);
+  for (int k = 0; k < dim; k++) {
+    nb_split(pos[k], out, D, nq + 2*nv + k);
+    out[3*D + k] = (float)(pos[k] - before[k]);
+  }
+  float* f = out + 3*D + dim;
+  for (int k = 0; k < j->nfield; k++) {
+    int count;
+    const mjtNum* src = nb_field(m, d, j->fields[k], &count);
+    for (int c = 0; c < count; c++) f[c] = (float)src[c];
+    f += count;
+  }
+}
+
 static void nb_env(const mjModel* m, mjData* d, int i, const nb_job* j) {
   int nq = m->nq, nv = m->nv, nu = m->nu, dim = j->pos_dim;
   double before[8];
@@ -118,7 +176,7 @@ static void nb_env(const mjModel* m, mjData* d, int i, const nb_job* j) {
   }
   memcpy(d->ctrl, j->ctrl + (size_t)i*nu, sizeof(double)*nu);
   for (int k = 0; k < j->frame_skip; k++) mj_step(m, d);
-  mj_rnePostConstraint(m, d);
+  if (j->rne_post) mj_rnePostConstraint(m, d);
   memcpy(j->out_qpos + (size_t)i*nq, d->qpos, sizeof(double)*nq);
   memcpy(j->out_qvel + (size_t)i*nv, d->qvel, sizeof(double)*nv);
   memcpy(j->out_warm + (size_t)i*nv, d->qacc_warmstart, sizeof(double)*nv);
@@ -137,7 +195,8 @@ static void nb_worker(const mjModel* m, mjData* d, int sim, void* arg) {
   for (;;) {
     int i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
     if (i >= j->n) break;
-    nb_env(m, d, i, j);
+    if (j->in_packed) nb_env_packed(m, d, i, j);
+    else nb_env(m, d, i, j);
   }
 }
 
@@ -174,10 +233,13 @@ class _Job(ctypes.Structure):
     _fields_ = [("frame_skip", _I), ("n", _I), ("next", _I), ("reset", _I),
                 ("pos_kind", _I), ("pos_dim", _I), ("pos_start", _I), ("pos_body", _I),
                 ("nfield", _I), ("width", _I), ("fields", ctypes.POINTER(_I)),
+                ("rne_post", _I),
                 ("qpos", _D), ("qvel", _D), ("warm", _D), ("ctrl", _D), ("pos_before", _D),
                 ("fresh", ctypes.POINTER(ctypes.c_ubyte)),
                 ("out_qpos", _D), ("out_qvel", _D), ("out_warm", _D), ("out_pos", _D),
-                ("out_dpos", _D), ("out_fields", _D)]
+                ("out_dpos", _D), ("out_fields", _D),
+                ("in_packed", ctypes.POINTER(ctypes.c_float)),
+                ("out_packed", ctypes.POINTER(ctypes.c_float)), ("dx", _I)]
 
 
 FIELD_IDS = {name: i for i, name in enumerate(FIELD_SIZES)}
@@ -217,8 +279,9 @@ def _build_and_load():
     libs = sorted(f for f in os.listdir(pkg) if f.startswith("libmujoco.so"))
     if not libs:
         raise OSError(f"no libmujoco.so in {pkg}")
-    flags = ["-O2", "-shared", "-fPIC", "-I", os.path.join(pkg, "include"), "-L", pkg,
-             f"-l:{libs[-1]}", f"-Wl,-rpath,{pkg}"]
+    # No FMA contraction: the float64 <-> float32-parts code must round as numpy does.
+    flags = ["-O2", "-ffp-contract=off", "-shared", "-fPIC", "-I",
+             os.path.join(pkg, "include"), "-L", pkg, f"-l:{libs[-1]}", f"-Wl,-rpath,{pkg}"]
     lib = native_build.build_and_load("native_cstep", _SOURCE, flags,
                                       key_extra=(mujoco.__version__, pkg))
     lib.nb_make.restype = ctypes.c_void_p
@@ -281,7 +344,10 @@ class CBatchStepper:
         except Exception:
             pass
 
-    def _run(self, n: int, reset: bool, fields, arrays: dict, out: StepResult) -> StepResult:
+    def _run(self, n: int, reset: bool, fields, arrays: dict, out: StepResult | None,
+             packed: tuple | None = None):
+        """One job over n envs; ``packed`` = (in float32, out float32, D) for the
+        packed layout (then ``out`` is None and the packed output is returned)."""
         m, p = self.model, self.position
         ids = np.asarray([FIELD_IDS[f] for f in fields] or [0], np.int32)
         zeros = np.zeros(1)
@@ -289,16 +355,36 @@ class CBatchStepper:
         fresh = np.ascontiguousarray(arrays.get("fresh", np.zeros(n, bool)), np.uint8)
         job = _Job(self.frame_skip, n, 0, int(reset), POSITION_KINDS[p.kind], p.dim, p.start,
                    p.body, len(fields), fields_width(m, fields),
-                   ids.ctypes.data_as(ctypes.POINTER(_I)),
+                   ids.ctypes.data_as(ctypes.POINTER(_I)), int("cfrc_ext" in fields),
                    *(_ptr(get(k)) for k in ("qpos", "qvel", "warm", "ctrl", "pos_before")),
-                   _ptr(fresh, ctypes.c_ubyte), *(_ptr(a) for a in out))
+                   _ptr(fresh, ctypes.c_ubyte),
+                   *(_ptr(a) for a in (out or (zeros,) * len(StepResult._fields))))
+        if packed is not None:
+            job.in_packed = _ptr(packed[0], ctypes.c_float)
+            job.out_packed = _ptr(packed[1], ctypes.c_float)
+            job.dx = packed[2]
         with self._lock:
             b = self._batch(max(1, min(self.num_threads, n)))
             failed = self._lib.nb_step(ctypes.c_void_p(b), ctypes.byref(job))
             if failed >= 0:
                 msg = self._lib.nb_error(ctypes.c_void_p(b), failed).decode()
                 raise RuntimeError(f"MuJoCo raised an error while stepping: {msg}")
-        return out
+        return out if packed is None else packed[1]
+
+    def step_packed(self, packed: np.ndarray) -> np.ndarray:
+        """The native backend's callback layout, converted in C on the batch's threads:
+        float32 [n, 3D + 1 + nu] (parts of [qpos | qvel | qacc_warmstart | position],
+        fresh, ctrl) -> float32 [n, 3D + dim + width] (new parts, position change,
+        fields); bit-identical to :meth:`step` with numpy's float64_parts around it."""
+        m, dim = self.model, self.position.dim
+        d = m.nq + 2 * m.nv + dim
+        packed = np.ascontiguousarray(packed, np.float32)
+        n = packed.shape[0]
+        if packed.shape != (n, 3 * d + 1 + m.nu):
+            raise ValueError(f"step_packed expects float32 [n, {3 * d + 1 + m.nu}], got "
+                             f"{packed.shape}")
+        out = np.empty((n, 3 * d + dim + fields_width(m, self.fields)), np.float32)
+        return self._run(n, False, self.fields, {}, None, packed=(packed, out, d))
 
     def step(self, qpos, qvel, warm, ctrl, pos_before, fresh) -> StepResult:
         """float64 qpos [n, nq], qvel [n, nv], warm [n, nv], ctrl [n, nu],

@@ -6,7 +6,8 @@ is its fallback when no C compiler is available, with the same bits.
 Per simulation, exactly what gymnasium's ``MujocoEnv`` does: load the integration
 state (qpos, qvel and the solver's warm start ``qacc_warmstart``; no task has
 activations), ``ctrl = action``, ``mj_step`` x ``frame_skip``,
-``mj_rnePostConstraint``; then read the task's :class:`~jaxrl_lite.envs.task.Position`
+``mj_rnePostConstraint`` (when the task reads ``cfrc_ext``, the only declared field it
+writes); then read the task's :class:`~jaxrl_lite.envs.task.Position`
 before and after and the declared data fields. A reset job is gymnasium's reset:
 ``mj_resetData``, set qpos/qvel, ``mj_forward``, read the fields.
 """
@@ -164,7 +165,8 @@ class BatchStepper:
                 before = job["pos_before"][i]
             d.ctrl[:] = job["ctrl"][i]
             mujoco.mj_step(m, d, self.frame_skip)
-            mujoco.mj_rnePostConstraint(m, d)
+            if "cfrc_ext" in job["fields"]:  # the only field it writes that a task reads
+                mujoco.mj_rnePostConstraint(m, d)
             out.qpos[i] = d.qpos
             out.qvel[i] = d.qvel
             out.qacc_warmstart[i] = d.qacc_warmstart
