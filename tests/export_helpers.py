@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from tests import forkserver
 from tests.deps import require
 
 jax = require("jax")
@@ -58,10 +59,11 @@ def mae(a, b):
 
 
 def export_cli(*args, timeout=300):
-    """``python -m export.convert ARGS`` from the repository root."""
+    """``python -m export.convert ARGS`` from the repository root, forked from a warm
+    server (tests/forkserver.py: TensorFlow, JAX and the exporter imported once)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "export.convert", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return forkserver.run("export.convert", args, cwd=REPO, env=env, timeout=timeout,
+                          preload=("export.convert.pipeline",))
 
 
 def one_line_error(proc):

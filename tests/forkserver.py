@@ -28,7 +28,8 @@ from concurrent.futures import Future
 _SERVER = r'''
 import atexit, importlib, json, os, runpy, select, sys, traceback
 module = sys.argv[1]
-importlib.import_module(module)            # the expensive part, once
+for name in sys.argv[1:]:                  # the expensive part, once (the module, then
+    importlib.import_module(name)          # what its __main__ imports, if asked)
 from absl import flags
 own_flags = [f.name for f in flags.FLAGS.flags_by_module_dict().get(module, [])]
 out = sys.stdout
@@ -95,11 +96,12 @@ while True:
 
 
 class ForkServer:
-    """A server process that imported ``module``; :meth:`run` forks a command from it."""
+    """A server process that imported ``module`` (and ``preload``); :meth:`run` forks a
+    command from it."""
 
-    def __init__(self, module: str, cwd: str, env: dict):
+    def __init__(self, module: str, cwd: str, env: dict, preload: tuple = ()):
         self.module = module
-        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER, module], cwd=cwd,
+        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER, module, *preload], cwd=cwd,
                                       env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL)
         self._lock = threading.Lock()
@@ -169,26 +171,28 @@ _servers: dict[tuple, ForkServer] = {}
 _servers_lock = threading.Lock()
 
 
-def start(module: str, args, cwd: str, env: dict) -> Child:
+def start(module: str, args, cwd: str, env: dict, preload: tuple = ()) -> Child:
     """``subprocess.Popen([python, "-m", module, *args], cwd=cwd, env=env, stdout=PIPE,
     stderr=PIPE, text=True)``, forked from a warm server.
 
     The server is started with ``env`` the first time (module, cwd) is asked for:
     what a module reads from the environment at import time (JAX_PLATFORMS,
     MALLOC_ARENA_MAX) is the first caller's; everything read later is per command.
+    ``preload``: modules the server imports too (a package's ``__main__`` importing its
+    dependencies lazily, e.g. ``export.convert`` -> ``export.convert.pipeline``).
     """
-    key = (module, cwd)
+    key = (module, cwd, tuple(preload))
     with _servers_lock:
         if key not in _servers:
-            _servers[key] = ForkServer(module, cwd, env)
+            _servers[key] = ForkServer(module, cwd, env, tuple(preload))
     return _servers[key].start(args, cwd, env)
 
 
-def run(module: str, args, cwd: str, env: dict, timeout: float = 600
+def run(module: str, args, cwd: str, env: dict, timeout: float = 600, preload: tuple = ()
         ) -> subprocess.CompletedProcess:
     """``subprocess.run([python, "-m", module, *args], cwd=cwd, env=env,
     capture_output=True, text=True, timeout=timeout)``, forked from a warm server."""
-    return start(module, args, cwd, env).wait(timeout)
+    return start(module, args, cwd, env, preload).wait(timeout)
 
 
 @atexit.register
