@@ -44,12 +44,10 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from absl import app, flags
-from mujoco import batch as mj_batch
-from mujoco import rollout
 
+from experiments.env_timing import Ceiling, Workload, open_loop_timer
 from jaxrl_lite import envs
 from jaxrl_lite.envs import gym_reference
-from jaxrl_lite.envs.model import load_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tasks", None, "Tasks to time (default: every gymnasium MuJoCo v5 task).")
@@ -113,111 +111,6 @@ def _parse_settings(values):
             raise FlagError(f"--solver_settings values must be >= 1, got {v!r}")
         out.append((it, ls))
     return out
-
-
-class Workload:
-    """What both sides of the comparison simulate: ``num_envs`` envs from the same states
-    of the task's reset distribution (our reset, gymnasium's noise; seed ``seed``), each
-    driven open loop for ``steps`` env steps by the same random controls (float32,
-    uniform in the actuators' ctrlrange). The backend runs them with auto-reset off, so
-    the physics engine does identical work on both sides and the ratio measures what
-    the backend adds around it (host callback, conversions, task semantics)."""
-
-    def __init__(self, task, num_envs, steps, seed, **kwargs):
-        native = envs.make(task, backend="mujoco", num_envs=num_envs, auto_reset=False,
-                           **kwargs)
-        x = native.unpack_physics(native.reset(jax.random.PRNGKey(seed)).physics)
-        self.qpos, self.qvel = x["qpos"], x["qvel"]
-        lo, hi = native.model.actuator_ctrlrange.T
-        rng = np.random.default_rng(seed)
-        # [steps, N, nu] float32: the backend's actions; the ceiling's float64 ctrl.
-        self.actions = rng.uniform(lo, hi, (steps, num_envs, native.model.nu)).astype(
-            np.float32)
-        self.task, self.num_envs, self.steps, self.seed = task, num_envs, steps, seed
-        self.kwargs = kwargs
-
-
-def backend_timer(backend, work: Workload):
-    """-> (info, run, final_qpos): ``run()`` times one open-loop call of the workload
-    (a jitted lax.scan of env.step, every call from the same states); info: compile_s
-    (the first call's extra time); final_qpos(): float64 [N, nq] after the workload."""
-    env = envs.make(work.task, backend=backend, num_envs=work.num_envs, auto_reset=False,
-                    **work.kwargs)
-    state0 = env.reset(jax.random.PRNGKey(work.seed))
-    actions = jnp.asarray(work.actions)
-    fn = jax.jit(lambda s, a: jax.lax.scan(lambda s, a: (env.step(s, a), None), s, a)[0])
-
-    def run() -> float:
-        t = time.perf_counter()
-        jax.block_until_ready(fn(state0, actions))
-        return time.perf_counter() - t
-
-    first = run()
-    second = run()
-
-    def final_qpos():
-        physics = fn(state0, actions).physics
-        if backend == "mujoco":
-            return env.unpack_physics(physics)["qpos"]
-        return np.asarray(physics["qpos"], np.float64)
-
-    return {"compile_s": round(max(first - second, 0.0), 2)}, run, final_qpos
-
-
-class Ceiling:
-    """Native MuJoCo stepping the same workload with no task logic (frame_skip substeps
-    per env step): the most a CPU backend could reach. ``rollout_s()`` / ``batch_s()``
-    time one call with ``mujoco.rollout`` (persistent thread pool) / ``mujoco.batch``
-    (None if absent), each from the workload's states."""
-
-    def __init__(self, work: Workload, threads):
-        spec = envs.task_spec(work.task)
-        config = spec.config.from_kwargs(**work.kwargs)
-        self.model = model = load_model(spec, config)
-        self.nthread = threads or os.cpu_count() or 1
-        self.steps, self.fs = work.steps, config.frame_skip
-        data = mujoco.MjData(model)
-        state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        self.state0 = np.zeros((work.num_envs, mujoco.mj_stateSize(model, state_spec)))
-        for i, (qpos, qvel) in enumerate(zip(work.qpos, work.qvel)):
-            data.qpos[:], data.qvel[:] = qpos, qvel
-            mujoco.mj_getState(model, data, self.state0[i], state_spec)
-        self._start = (work.qpos, work.qvel)
-        # [N, steps * frame_skip, nu]: each env step's control for its substeps.
-        self.ctrl = np.moveaxis(work.actions.astype(np.float64), 0, 1).repeat(self.fs, axis=1)
-        self.datas = [mujoco.MjData(model) for _ in range(self.nthread)]
-        self._rollout = rollout.Rollout(nthread=self.nthread)
-        self._rollout.rollout(model, self.datas, self.state0, self.ctrl[:, :1], nstep=1)  # warm
-        self._batch = None
-        if hasattr(mj_batch, "Batch"):
-            self._batch = mj_batch.Batch(model, nsim=work.num_envs, nthread=self.nthread)
-            self._batch.ctrl = self.ctrl[:, 0]
-            self._batch.step(nstep=1)  # warm up
-
-    def rollout_s(self) -> float:
-        t = time.perf_counter()
-        self._rollout.rollout(self.model, self.datas, self.state0, self.ctrl,
-                              nstep=self.steps * self.fs)
-        return time.perf_counter() - t
-
-    def rollout_final_qpos(self) -> np.ndarray:
-        state, _ = self._rollout.rollout(self.model, self.datas, self.state0, self.ctrl,
-                                         nstep=self.steps * self.fs)
-        return state[:, -1, 1:1 + self.model.nq]
-
-    def batch_s(self) -> float | None:
-        if self._batch is None:
-            return None
-        self._batch.reset()  # as rollout: every call starts from the same states
-        self._batch.qpos, self._batch.qvel = self._start
-        t = time.perf_counter()
-        for s in range(self.steps):
-            self._batch.ctrl = self.ctrl[:, s * self.fs]
-            self._batch.step(nstep=self.fs)
-        return time.perf_counter() - t
-
-    def close(self) -> None:
-        self._rollout.close()
 
 
 def _rate(num_envs, steps, seconds) -> float:
@@ -316,7 +209,7 @@ def _speed_table(tasks, backends, batch_sizes, solver_kw, report):
             timers = {}
             for backend in backends:
                 try:
-                    timers[backend] = backend_timer(backend, work)
+                    timers[backend] = open_loop_timer(backend, work)
                 except ValueError as e:  # e.g. a feature MJX lacks
                     report["notes"].append(f"{task} {backend}: {e}")
                     print(report["notes"][-1])

@@ -5,8 +5,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
-
 # The persistent compilation cache for this process and every process a test starts (they
 # inherit the environment): every compile is written, however short, because the suite
 # starts many short processes that compile the same functions.

@@ -1,8 +1,6 @@
 """What the export tests share: a small trained-looking Ant-v5 actor, its checkpoint,
 and the exporter's command line."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 

@@ -209,8 +209,6 @@ void* nb_make(const mjModel* m, int nsim, int nthread, char* err, int err_sz) {
 
 void nb_free(void* b) { mjb_deleteBatch((mjBatch*)b); }
 
-int nb_nthread(void* b) { return mjb_nthread((mjBatch*)b); }
-
 /* Run job->n envs on the batch's threads; return a failed worker's id, or -1. */
 int nb_step(void* b, nb_job* job) {
   mjBatch* batch = (mjBatch*)b;
@@ -288,7 +286,6 @@ def _build_and_load():
     lib.nb_make.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                             ctypes.c_int]
     lib.nb_free.argtypes = [ctypes.c_void_p]
-    lib.nb_nthread.argtypes = [ctypes.c_void_p]
     lib.nb_step.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Job)]
     lib.nb_error.restype = ctypes.c_char_p
     lib.nb_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -372,19 +369,15 @@ class CBatchStepper:
         return out if packed is None else packed[1]
 
     def step_packed(self, packed: np.ndarray) -> np.ndarray:
-        """The native backend's callback layout, converted in C on the batch's threads:
-        float32 [n, 3D + 1 + nu] (parts of [qpos | qvel | qacc_warmstart | position],
-        fresh, ctrl) -> float32 [n, 3D + dim + width] (new parts, position change,
-        fields); bit-identical to :meth:`step` with numpy's float64_parts around it."""
+        """The callback layout of native/backend.py, float32 [n, 3D + 1 + nu] -> [n, 3D +
+        dim + width], converted in C: the bits of :meth:`step` + numpy float64_parts."""
         m, dim = self.model, self.position.dim
         d = m.nq + 2 * m.nv + dim
         packed = np.ascontiguousarray(packed, np.float32)
-        n = packed.shape[0]
-        if packed.shape != (n, 3 * d + 1 + m.nu):
-            raise ValueError(f"step_packed expects float32 [n, {3 * d + 1 + m.nu}], got "
-                             f"{packed.shape}")
-        out = np.empty((n, 3 * d + dim + fields_width(m, self.fields)), np.float32)
-        return self._run(n, False, self.fields, {}, None, packed=(packed, out, d))
+        if packed.ndim != 2 or packed.shape[1] != 3 * d + 1 + m.nu:
+            raise ValueError(f"step_packed expects [n, {3 * d + 1 + m.nu}], got {packed.shape}")
+        out = np.empty((len(packed), 3 * d + dim + fields_width(m, self.fields)), np.float32)
+        return self._run(len(packed), False, self.fields, {}, None, packed=(packed, out, d))
 
     def step(self, qpos, qvel, warm, ctrl, pos_before, fresh) -> StepResult:
         """float64 qpos [n, nq], qvel [n, nv], warm [n, nv], ctrl [n, nu],
