@@ -1,11 +1,15 @@
 """The native backend's machinery: which host step runs (the compiled C step, its
-private cache, the Python-pool fallback without a compiler), the warning on an
-accelerator, and a clean shutdown of the pool during a step."""
+private cache, the Python-pool fallback without a compiler, the XLA custom call and
+the callback without it), the warning on an accelerator, and a clean shutdown of the
+pool during a step."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,3 +128,76 @@ def test_python_pool_close_during_a_step_does_not_hang():
         t.join(30)
         assert not t.is_alive(), "a step in flight hung when the pool was closed"
         assert outcome in (["stepped"], ["BatchStepper is closed"])
+
+
+# -- the XLA custom call (ffi.py) ---------------------------------------------------
+def _scan(env, key, steps=25):
+    """Random actions, some outside the bounds, auto-reset on: the whole trajectory."""
+    actions = jax.random.uniform(key, (steps, env.num_envs, env.action_size), minval=-1.5,
+                                 maxval=1.5)
+    run = jax.jit(lambda s, a: jax.lax.scan(
+        lambda s, a: (env.step(s, a), (s.obs, s.reward, s.done)), s, a))
+    return run(env.reset(key), actions)
+
+
+_needs_cc = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")),
+                               reason="the custom call is compiled with the C step")
+
+
+@_needs_cc
+def test_custom_call_is_the_default_and_gives_the_callback_bits():
+    kw = dict(backend="mujoco", num_envs=5, max_episode_steps=12)
+    fast = envs.make("Hopper-v5", **kw)
+    assert fast.host_step == "c" and fast._ffi_key is not None
+    slow = envs.make("Hopper-v5", **kw)
+    slow._ffi_key = None  # the jax.pure_callback path
+    key = jax.random.PRNGKey(4)
+    for x, y in zip(jax.tree_util.tree_leaves(_scan(fast, key)),
+                    jax.tree_util.tree_leaves(_scan(slow, key))):
+        np.testing.assert_array_equal(x, y)
+    # vmapped over a leading axis: the handler steps [2, 5] envs as 10.
+    states = [fast.reset(jax.random.PRNGKey(k)) for k in (1, 2)]
+    a = jnp.linspace(-1, 1, 5 * fast.action_size).reshape(5, -1)
+    both = jax.vmap(fast.step, in_axes=(0, None))(
+        jax.tree_util.tree_map(lambda *x: jnp.stack(x), *states), a)
+    for i, s in enumerate(states):
+        one = fast.step(s, a)
+        np.testing.assert_array_equal(both.obs[i], one.obs)
+        np.testing.assert_array_equal(both.physics["x64"][i], one.physics["x64"])
+
+
+@_needs_cc
+def test_custom_call_names_its_stepper_by_content_in_every_process():
+    import subprocess
+    import sys
+
+    a = envs.make("Hopper-v5", backend="mujoco", num_envs=2)
+    b = envs.make("Hopper-v5", backend="mujoco", num_envs=3, forward_reward_weight=2.0)
+    c = envs.make("Hopper-v5", backend="mujoco", num_envs=2, frame_skip=5)
+    assert a._ffi_key == b._ffi_key != c._ffi_key  # same physics, same stepper
+    # Another process gets the same key: a compiled program from the persistent
+    # cache finds its stepper there too.
+    code = ("from jaxrl_lite import envs; "
+            "print(envs.make('Hopper-v5', backend='mujoco', num_envs=2)._ffi_key)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.stdout.split()[-1] == str(a._ffi_key), out.stderr[-500:]
+
+
+@_needs_cc
+def test_without_ffi_headers_the_c_step_runs_through_the_callback(monkeypatch, tmp_path):
+    from jaxrl_lite.envs.native import ffi
+
+    def no_headers():
+        raise OSError("no XLA FFI headers under nowhere")
+
+    monkeypatch.setattr(ffi, "build_flags", no_headers)
+    _fresh_c_step(monkeypatch, tmp_path / "cache")
+    env = envs.make("Hopper-v5", backend="mujoco", num_envs=3, max_episode_steps=12)
+    assert env.host_step == "c" and env._ffi_key is None
+    ref = envs.make("Hopper-v5", backend="mujoco", num_envs=3, max_episode_steps=12,
+                    host_step="python")
+    key = jax.random.PRNGKey(9)
+    for x, y in zip(jax.tree_util.tree_leaves(_scan(env, key)),
+                    jax.tree_util.tree_leaves(_scan(ref, key))):
+        np.testing.assert_array_equal(x, y)

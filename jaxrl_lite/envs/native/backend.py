@@ -1,11 +1,12 @@
 """Any task on native MuJoCo (C, float64), behind the same jit-able API as MJX.
 
-Physics runs in MuJoCo's C engine on the CPU, entered from JAX with one
-``jax.pure_callback`` per batched step (never one per env) that carries one packed
-array in and one out. The host side steps the batch on MuJoCo's own persistent
-thread pool with a small C function (:mod:`jaxrl_lite.envs.native.cstep`, compiled
-once), or, with no C compiler, on a persistent Python thread pool
-(:mod:`jaxrl_lite.envs.native.pool`); both give the same bits. What makes it the
+Physics runs in MuJoCo's C engine on the CPU, entered from JAX once per batched step
+(never once per env) with one packed array in and one out. The host side steps the
+batch on MuJoCo's own persistent thread pool with a small C function
+(:mod:`jaxrl_lite.envs.native.cstep`, compiled once), called by XLA directly as a
+custom call (:mod:`jaxrl_lite.envs.native.ffi`) when JAX runs on the CPU, else through
+``jax.pure_callback``; with no C compiler, a persistent Python thread pool
+(:mod:`jaxrl_lite.envs.native.pool`) behind the callback. All give the same bits. What makes it the
 task (reset noise, observation, reward terms, health) comes from the task's
 :class:`~jaxrl_lite.envs.task.Semantics`, evaluated in JAX on float32 roundings of
 the float64 results; the forward-reward position's change is taken in float64 on
@@ -30,6 +31,7 @@ import numpy as np
 
 from jaxrl_lite.envs.core import State, check_state_array
 from jaxrl_lite.envs.model import TaskEnv
+from jaxrl_lite.envs.native import ffi
 from jaxrl_lite.envs.native.cstep import CBatchStepper, load_library
 from jaxrl_lite.envs.native.float64_parts import join_f64, split_f64
 from jaxrl_lite.envs.native.pool import BatchStepper, check_num_threads, fields_width
@@ -80,6 +82,10 @@ class NativeEnv(TaskEnv):
         self._D = m.nq + 2 * m.nv + self._dim
         self._width = fields_width(m, spec.fields)
         self._reset_width = fields_width(m, spec.reset_fields)
+        # The C step as an XLA custom call when JAX runs on the CPU (ffi.py): no Python
+        # between steps. None: the pure_callback path (same bits).
+        self._ffi_key = (self._stepper.ffi_key() if use_c and jax.default_backend() == "cpu"
+                         else None)
         _warn_if_accelerator()
 
     # -- physics state -------------------------------------------------------
@@ -200,9 +206,13 @@ class NativeEnv(TaskEnv):
         ctrl = jax.vmap(self.sanitize_ctrl)(action)
         packed = jnp.concatenate([physics["x64"].reshape(n, 3 * d),
                                   physics["fresh"].astype(jnp.float32)[:, None], ctrl], -1)
-        out = jax.pure_callback(
-            self._host_step, jax.ShapeDtypeStruct((n, 3 * d + dim + self._width), jnp.float32),
-            packed, vmap_method="broadcast_all")
+        result = jax.ShapeDtypeStruct((n, 3 * d + dim + self._width), jnp.float32)
+        if self._ffi_key is not None:
+            out = jax.ffi.ffi_call(ffi.TARGET, result, vmap_method="broadcast_all")(
+                packed, key=np.int64(self._ffi_key))
+        else:
+            out = jax.pure_callback(self._host_step, result, packed,
+                                    vmap_method="broadcast_all")
         x64 = out[:, :3 * d].reshape(n, 3, d)
         dpos = out[:, 3 * d:3 * d + dim]
         fields = self.unpack_fields(out[:, 3 * d + dim:], self.spec.fields)
