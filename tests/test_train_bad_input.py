@@ -40,6 +40,8 @@ def _bad_cases(base, a):
         ("lr", ["--learning_rate=0"], r"learning_rate must be a positive number", None),
         ("ckpt_keep", ["--keep_checkpoints=0"], r"--keep_checkpoints must be a positive",
          None),
+        ("eval_every", ["--eval_every_steps=-2"],
+         r"--eval_every_steps must be an integer >= -1, got -2", None),
         ("hidden", ["--policy_hidden=16,x"], r"--policy_hidden must be comma-separated", None),
         ("unknown_flag", ["--no_such_flag=1"], r"no_such_flag", None),
         ("resume_nothing", ["--resume"], r"no run to resume", None),
@@ -91,7 +93,7 @@ def bad_results(cli_runs_ab):
 
 
 BAD = ["algo", "backend", "env", "num_envs", "total_steps", "minibatches", "lr", "ckpt_keep",
-       "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
+       "eval_every", "hidden", "unknown_flag", "resume_nothing", "resume_no_ckpt", "resume_corrupt",
        "other_run", "resume_diff", "wrong_algo_flag", "resume_step_absent",
        "resume_step_without_resume", "train_env_kwargs_json", "train_env_kwargs_key"] + [
     f"damaged_{item}_{how}" for item in ("state", "policy") for how in DAMAGE]

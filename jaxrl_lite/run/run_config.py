@@ -68,7 +68,8 @@ class TrainConfig:
     log_every_steps: int = _flag(100_000, "Env steps between metrics records (rounded to "
                                  "iterations).")
     eval_every_steps: int = _flag(1_000_000, "Env steps between deterministic evaluations; "
-                                  "0 = only at the end.")
+                                  "0 = only at the end; -1 = never (no evaluator is "
+                                  "compiled).")
     eval_envs: int = _flag(8, "Episodes per evaluation (one per eval env).")
     stop_after_steps: int = _flag(0, "Stop early (with a checkpoint) at the first checkpoint "
                                   "boundary at or after this many env steps; 0 = train to "
@@ -117,12 +118,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("--out_dir is required")
     train_env_kwargs(config)
     for name, minimum in (("checkpoint_every_steps", 1), ("keep_checkpoints", 1),
-                          ("log_every_steps", 1), ("eval_envs", 1), ("eval_every_steps", 0),
+                          ("log_every_steps", 1), ("eval_envs", 1), ("eval_every_steps", -1),
                           ("stop_after_steps", 0), ("resume_step", 0)):
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            what = "positive" if minimum == 1 else "non-negative"
-            raise ConfigError(f"--{name} must be a {what} integer, got {value}")
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+                minimum, f"an integer >= {minimum}")
+            raise ConfigError(f"--{name} must be {what}, got {value}")
     for name in ("max_wall_s", "plot_every_s"):
         if not (getattr(config, name) >= 0):
             raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")

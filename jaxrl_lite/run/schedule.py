@@ -18,7 +18,7 @@ def _iterations(env_steps: int, steps_per_iter: int) -> int:
 class Schedule:
     """steps_per_iter: env steps one iteration consumes. total_iters: the
     training horizon (what the agent's schedules span). checkpoint/log/eval:
-    every so many iterations (eval 0 = only at the end). stop: the iteration
+    every so many iterations (eval 0 = only at the end, -1 = never). stop: the iteration
     this call stops at (``stop_after_steps`` rounded up to a checkpoint)."""
 
     steps_per_iter: int
@@ -40,7 +40,7 @@ class Schedule:
         return cls(steps_per_iter, total, ckpt, _iterations(config.log_every_steps,
                                                             steps_per_iter),
                    _iterations(config.eval_every_steps, steps_per_iter)
-                   if config.eval_every_steps else 0, stop)
+                   if config.eval_every_steps > 0 else config.eval_every_steps, stop)
 
     def env_steps(self, iteration: int) -> int:
         return iteration * self.steps_per_iter
@@ -48,7 +48,14 @@ class Schedule:
     def is_checkpoint(self, it: int) -> bool:
         return it % self.checkpoint == 0 or it == self.stop
 
+    @property
+    def evaluates(self) -> bool:
+        """False when in-training evaluation is off (eval -1)."""
+        return self.eval >= 0
+
     def is_eval(self, it: int) -> bool:
+        if not self.evaluates:
+            return False
         return bool(self.eval and it % self.eval == 0) or it == self.total_iters
 
     def is_record(self, it: int) -> bool:

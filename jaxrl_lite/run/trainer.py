@@ -103,7 +103,7 @@ def _iterate(run: Run, act: "Boundaries", step, state, start_iter: int, wall_off
         out_of_time = clock.out_of_time()
         record = act.record(it, pending, state, clock, t_it)
         pending = []
-        if sched.is_eval(it) or out_of_time:
+        if sched.is_eval(it) or (out_of_time and sched.evaluates):
             record.update(act.evaluate(it, state))
         act.write(record, clock, final=it == sched.stop)
         if sched.is_checkpoint(it) or out_of_time:
@@ -242,9 +242,10 @@ class Boundaries:
 
         self._policy_finite = jax.jit(policy_finite).lower(state).compile()
         # The evaluator runs on each process's own first device from host copies.
-        actor, norm = self._policy(state)
-        self._evaluator = evaluation.make_evaluator(run.eval_env, self.spec).lower(
-            actor, norm, run.eval_key).compile()
+        if run.schedule.evaluates:
+            actor, norm = self._policy(state)
+            self._evaluator = evaluation.make_evaluator(run.eval_env, self.spec).lower(
+                actor, norm, run.eval_key).compile()
         self.info["eval_compile_s"] = round(time.perf_counter() - t0, 3)
         if self.primary:
             path = os.path.join(run.config.out_dir, RUNTIME_FILE)
