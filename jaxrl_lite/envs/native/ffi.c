@@ -46,6 +46,12 @@ int nb_ffi_register(long long key, const mjModel* m, int nthread, const nb_job* 
       rc = -1;
     } else {
       s->job = *tmpl;
+      /* Only the packed layout is used here: the template's float64 arrays belong to the
+         caller and die with it, so no pointer to them is kept. */
+      s->job.qpos = s->job.qvel = s->job.warm = s->job.ctrl = s->job.pos_before = NULL;
+      s->job.fresh = NULL;
+      s->job.out_qpos = s->job.out_qvel = s->job.out_warm = NULL;
+      s->job.out_pos = s->job.out_dpos = s->job.out_fields = NULL;
       s->fields = (int*)malloc(sizeof(int) * (tmpl->nfield > 0 ? tmpl->nfield : 1));
       memcpy(s->fields, tmpl->fields, sizeof(int) * (tmpl->nfield > 0 ? tmpl->nfield : 1));
       s->job.fields = s->fields;
