@@ -45,10 +45,12 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-# A sharded run and a single-device run of each agent, same global batch, in
-# one 4-device subprocess; prints one JSON line.
+# A sharded run and a single-device run of one agent (argv[1]: ppo, ac or
+# ppo_native_ant), same global batch, in a 4-device subprocess; or (argv[1] = mesh) the
+# mesh errors and constrain(). Prints one JSON line. One part per subprocess: the three
+# compiles together took 50-67 s in a test's setup on CI.
 _COMPARE = textwrap.dedent(f"""
-    import json, os
+    import json, sys
     import jax, numpy as np
     from jaxrl_lite.run import compile_cache
     compile_cache.configure()
@@ -83,39 +85,54 @@ _COMPARE = textwrap.dedent(f"""
             out["buffer_spec"] = list(state.buffer.data.obs.sharding.spec)
         return out
 
-    errors = {{}}
-    for name, fn in {{"indivisible": lambda: sharding.make_mesh(4, num_envs=6),
-                     "too_many": lambda: sharding.make_mesh(8),
-                     "bad_count": lambda: sharding.make_mesh(-1)}}.items():
-        try:
-            fn()
-            errors[name] = None
-        except ValueError as e:
-            errors[name] = str(e)
-    result = {{"errors": errors, "devices": len(jax.devices())}}
-    # constrain(): a layout hint under data_parallel's mesh, identity elsewhere.
-    mesh4 = sharding.make_mesh(4)
-    x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
-    with jax.set_mesh(mesh4):
-        y = jax.jit(lambda a: sharding.constrain({{"a": a * 2.0}}, axis=1))(x)["a"]
-    z = jax.jit(lambda a: sharding.constrain(a * 2.0, axis=1))(x)
-    result["constrain"] = {{"spec": list(y.sharding.spec), "equal": bool(np.array_equal(y, z)),
-                           "plain_shards": len(z.sharding.device_set)}}
-    for algo in ("ppo", "ac"):
-        result[algo] = {{n: run(algo, n) for n in (1, 4)}}
-    # Native MuJoCo: its host callback runs per device through shard_env.
-    result["ppo_native_ant"] = {{n: run("ppo", n, "Ant-v5", "mujoco") for n in (1, 4)}}
+    def mesh_checks():
+        errors = {{}}
+        for name, fn in {{"indivisible": lambda: sharding.make_mesh(4, num_envs=6),
+                         "too_many": lambda: sharding.make_mesh(8),
+                         "bad_count": lambda: sharding.make_mesh(-1)}}.items():
+            try:
+                fn()
+                errors[name] = None
+            except ValueError as e:
+                errors[name] = str(e)
+        # constrain(): a layout hint under data_parallel's mesh, identity elsewhere.
+        mesh4 = sharding.make_mesh(4)
+        x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
+        with jax.set_mesh(mesh4):
+            y = jax.jit(lambda a: sharding.constrain({{"a": a * 2.0}}, axis=1))(x)["a"]
+        z = jax.jit(lambda a: sharding.constrain(a * 2.0, axis=1))(x)
+        return {{"errors": errors,
+                "constrain": {{"spec": list(y.sharding.spec), "equal": bool(np.array_equal(y, z)),
+                              "plain_shards": len(z.sharding.device_set)}}}}
+
+    part = sys.argv[1]
+    if part == "mesh":
+        result = mesh_checks()
+    elif part == "ppo_native_ant":  # native MuJoCo: its step runs per device via shard_env
+        result = {{n: run("ppo", n, "Ant-v5", "mujoco") for n in (1, 4)}}
+    else:
+        result = {{n: run(part, n) for n in (1, 4)}}
+    result = {{"devices": len(jax.devices()), "part": result}}
     print("RESULT " + json.dumps(result))
 """)
 
 
 @pytest.fixture(scope="module")
 def compare():
-    proc = subprocess.run([sys.executable, "-c", _COMPARE], env=_env(4), cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    """compare(part) -> that part's JSON (see _COMPARE), computed once per module."""
+    done = {}
+
+    def get(part):
+        if part not in done:
+            proc = subprocess.run([sys.executable, "-c", _COMPARE, part], env=_env(4), cwd=ROOT,
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+            result = json.loads(line[len("RESULT "):])
+            assert result["devices"] == 4
+            done[part] = result["part"]
+        return done[part]
+    return get
 
 
 def _assert_same_losses(a, b):
@@ -128,8 +145,7 @@ def _assert_same_losses(a, b):
 
 @pytest.mark.parametrize("algo", ["ppo", "ac", "ppo_native_ant"])
 def test_sharded_run_matches_single_device(compare, algo):
-    single, sharded = compare[algo]["1"], compare[algo]["4"]
-    assert compare["devices"] == 4
+    single, sharded = compare(algo)["1"], compare(algo)["4"]
     # The layout really is data-parallel: env batch split in 4, key replicated.
     assert sharded["obs_spec"] == ["data"] and sharded["obs_shards"] == 4
     assert single["obs_shards"] == 1 and sharded["key_replicated"]
@@ -148,12 +164,12 @@ def test_sharded_run_matches_single_device(compare, algo):
 
 
 def test_constrain_splits_only_under_a_mesh(compare):
-    c = compare["constrain"]
+    c = compare("mesh")["constrain"]
     assert c["spec"] == [None, "data"] and c["equal"] and c["plain_shards"] == 1
 
 
 def test_mesh_errors_are_one_line(compare):
-    errors = compare["errors"]
+    errors = compare("mesh")["errors"]
     assert "num_envs=6 is not divisible by the 4 devices" in errors["indivisible"]
     assert "num_devices=8 but only 4" in errors["too_many"]
     assert "num_devices must be a positive integer" in errors["bad_count"]
@@ -201,7 +217,7 @@ def test_two_processes_train_checkpoint_and_resume(compare, tmp_path):
     rows = {p: sorted(map(tuple, r)) for p, r in result["env_rows"].items()}
     assert rows == {"0": [(0, 2), (2, 4)], "1": [(4, 6), (6, 8)]}
     assert result["norm_count"] == steps
-    _assert_same_losses(compare["ppo"]["1"]["losses"], result["losses"])
+    _assert_same_losses(compare("ppo")["1"]["losses"], result["losses"])
     # Only process 0 wrote files outside checkpoints/.
     assert sorted(os.listdir(out)) == ["checkpoints", f"result_{ITERS}.json"]
     # The deployable policy of a multi-process checkpoint loads in one process.
@@ -227,7 +243,7 @@ def test_two_processes_actor_critic_matches_single_device(compare, tmp_path):
     result = json.loads((tmp_path / f"result_{ITERS}.json").read_text())
     assert result["mesh"]["num_processes"] == 2 and result["env_rows"] == {
         "0": [[0, 4]], "1": [[4, 8]]}
-    _assert_same_losses(compare["ac"]["1"]["losses"], result["losses"])
+    _assert_same_losses(compare("ac")["1"]["losses"], result["losses"])
     assert os.listdir(tmp_path / "checkpoints") == [str(ITERS * NUM_ENVS * 4)]
 
 
