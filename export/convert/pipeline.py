@@ -9,7 +9,9 @@ per-variant figures as Markdown. ``--studies`` adds the measurements of
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -173,12 +175,26 @@ def export_bundle(bundle, out_dir: str, options: ExportOptions | None = None) ->
     options = options or ExportOptions()
     tmp = prepare_out_dir(out_dir)
     try:
-        manifest = _build(bundle, tmp, options)
+        with _old_objects_frozen():
+            manifest = _build(bundle, tmp, options)
         commit_out_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+@contextlib.contextmanager
+def _old_objects_frozen():
+    """Keep the objects that exist before the export out of the cyclic garbage
+    collector's scans while it runs: TensorFlow's converter calls ``gc.collect()`` on
+    every conversion, ~0.3 s each in a process that holds JAX and TensorFlow, 14 times
+    in a full export. Nothing is leaked: ``gc.unfreeze`` hands them back afterwards."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def steps_to_run(variants: tuple[str, ...]) -> list[Step]:
