@@ -22,6 +22,7 @@ does); every process then calls ``train`` with the same config.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -71,6 +72,7 @@ def train(config: TrainConfig | Plan,
         with jax.default_matmul_precision(precision):
             state, start_iter, resumed_from, wall_offset = setup.initial_state(run, plan, ckpt)
             with Boundaries(run, plan, ckpt, state, start_iter, resumed_from) as act:
+                act.compile_evaluator(state, precision)  # in a thread, beside the step's
                 t0 = time.perf_counter()
                 step = run.parallel.compile(
                     run.agent.make_train_iteration(run.agent_config, run.env), state)
@@ -208,11 +210,14 @@ class Boundaries:
             run.agent.policy_parts(run.agent_config, state)[0], env=config.env)
         if run.action_bounds is not None:  # the deployed policy acts in the task's units
             self.spec = self.spec.with_bounds(*run.action_bounds)
+        self._eval_pool = self._eval_future = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        if self._eval_pool is not None:  # a failed start: do not wait for the evaluator
+            self._eval_pool.shutdown(wait=False, cancel_futures=True)
         self.bar.close()
         with contextlib.suppress(OSError):
             if self.writer.records:
@@ -228,9 +233,26 @@ class Boundaries:
         return self.run.parallel.to_host(
             self.run.agent.policy_parts(self.run.agent_config, state)[1:])
 
+    def compile_evaluator(self, state, precision: str) -> None:
+        """Start compiling the evaluator in a thread, so that it overlaps the train
+        step's compile (each is one program around the env step: an MJX evaluator
+        takes ~15 s to compile on a CPU). ``compiled`` collects it."""
+        if not self.run.schedule.evaluates:
+            return
+        run, (actor, norm) = self.run, self._policy(state)
+
+        def build():  # the matmul precision is a thread-local setting
+            with jax.default_matmul_precision(precision):
+                return evaluation.make_evaluator(run.eval_env, self.spec).lower(
+                    actor, norm, run.eval_key).compile()
+
+        self._eval_pool = concurrent.futures.ThreadPoolExecutor(1, "evaluator-compile")
+        self._eval_future = self._eval_pool.submit(build)
+
     def compiled(self, state, compile_s: float) -> None:
         """After the step compiled (in ``compile_s``): compile the policy-finiteness
-        check and the evaluator, then write this start's runtime.jsonl line."""
+        check, wait for the evaluator (``eval_compile_s``: the seconds both took
+        after the step was ready), then write this start's runtime.jsonl line."""
         self.info["compile_s"] = round(compile_s, 3)
         logging.info("train iteration compiled in %.1f s", compile_s)
         run, t0 = self.run, time.perf_counter()
@@ -242,10 +264,10 @@ class Boundaries:
 
         self._policy_finite = jax.jit(policy_finite).lower(state).compile()
         # The evaluator runs on each process's own first device from host copies.
-        if run.schedule.evaluates:
-            actor, norm = self._policy(state)
-            self._evaluator = evaluation.make_evaluator(run.eval_env, self.spec).lower(
-                actor, norm, run.eval_key).compile()
+        if self._eval_future is not None:
+            self._evaluator = self._eval_future.result()
+            self._eval_pool.shutdown()
+            self._eval_pool = None
         self.info["eval_compile_s"] = round(time.perf_counter() - t0, 3)
         if self.primary:
             path = os.path.join(run.config.out_dir, RUNTIME_FILE)
