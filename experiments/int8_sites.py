@@ -38,13 +38,16 @@ def make_context(run_dir: str, scratch: str, **options) -> Context:
 
 
 def quant_sites(model: bytes) -> dict:
-    """{"input": (scale, zp), "layers": [{"w": dequantized [in, out], "b": [out],
-    "out": (scale, zp), "act": (scale, zp) or None}]} of an int8 tanh MLP model."""
+    """{"input": (scale, zp), "inv_std": the float MUL constant [obs_dim] (1/std times
+    any input gain), "layers": [{"w": dequantized [in, out], "b": [out], "out": (scale,
+    zp), "act": (scale, zp) or None}]} of an int8 tanh MLP model."""
     g = read_graph(model)
     sites: dict = {"layers": []}
     for op in g.ops:
         out = op.outputs[0]
-        if op.name == "QUANTIZE":
+        if op.name == "MUL" and out.dtype == "float32":
+            sites["inv_std"] = np.asarray(op.inputs[1].data, np.float64).reshape(-1)
+        elif op.name == "QUANTIZE":
             sites["input"] = (float(out.scale[0]), int(out.zero_point[0]))
         elif op.name == "FULLY_CONNECTED":
             w, b = op.inputs[1], op.inputs[2]
@@ -85,10 +88,12 @@ def simulate(ctx: Context, sites: dict, obs: np.ndarray, on: set[str]) -> np.nda
     (names from :func:`site_names`) -> actions [N, act_dim]."""
     mean = np.asarray(ctx.norm.mean, np.float64)
     std = np.sqrt(np.maximum(np.asarray(ctx.norm.var, np.float64), 0)) + 1e-6
-    x = np.clip((obs - mean) / std, -10, 10)
+    gain = sites["inv_std"] * std  # the model's input gain (1 without equalisation)
+    x = np.clip((obs - mean) / std, -10, 10) * gain
     if "input" in on:
         x = fake_quant(x, *sites["input"])
     fl = float_layers(ctx)
+    fl[0] = {"w": fl[0]["w"] / gain[:, None], "b": fl[0]["b"]}
     n = len(fl)
     for i, (f, q) in enumerate(zip(fl, sites["layers"])):
         tag = "out" if i == n - 1 else f"h{i + 1}"
