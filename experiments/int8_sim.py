@@ -44,13 +44,15 @@ def normalised(ctx, obs: np.ndarray) -> np.ndarray:
 
 
 def simulate_recipe(ctx, obs: np.ndarray, gain=None, input_range=None, preact_clip=None,
-                    per_channel=False, layers=None) -> np.ndarray:
+                    per_channel=False, layers=None, bias_correct=False) -> np.ndarray:
     """int8 actions [N, act_dim] for raw obs [N, obs_dim] (tanh actor).
 
     gain: per-feature multiplier [obs_dim] on the normalised features (the first
     layer's rows divided by it; exact in float). input_range: the input QUANTIZE's
     range is [-R, R] instead of the calibrated min/max. preact_clip: hidden
-    FULLY_CONNECTED output ranges are clipped to [-C, C]."""
+    FULLY_CONNECTED output ranges are clipped to [-C, C]. bias_correct: each layer's
+    bias absorbs the mean over the calibration set of (float pre-activation - int8
+    pre-activation), layer by layer (empirical bias correction)."""
     layers = layers or float_layers(ctx)
     g = np.ones(ctx.spec.obs_dim) if gain is None else np.asarray(gain, np.float64)
     layers = [{"w": layers[0]["w"] / g[:, None], "b": layers[0]["b"]}, *layers[1:]]
@@ -58,11 +60,15 @@ def simulate_recipe(ctx, obs: np.ndarray, gain=None, input_range=None, preact_cl
     z = np.clip(normalised(ctx, obs), -10, 10) * g
     qin = act_qparams(-input_range, input_range) if input_range else act_qparams(zc.min(),
                                                                                   zc.max())
-    xc, x = fake_quant(zc, *qin), fake_quant(z, *qin)
+    xf, xc, x = zc, fake_quant(zc, *qin), fake_quant(z, *qin)
     n = len(layers)
     for i, layer in enumerate(layers):
         w = quant_weight(layer["w"], per_channel)
-        pc, p = xc @ w + layer["b"], x @ w + layer["b"]
+        b = layer["b"]
+        if bias_correct:
+            b = b + (xf @ layer["w"] - xc @ w).mean(axis=0)
+        xf = np.tanh(xf @ layer["w"] + layer["b"])
+        pc, p = xc @ w + b, x @ w + b
         lo, hi = pc.min(), pc.max()
         if preact_clip and i < n - 1:
             lo, hi = max(lo, -preact_clip), min(hi, preact_clip)

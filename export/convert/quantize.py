@@ -1,15 +1,17 @@
 """The full-int8 model of an actor: candidates, and which one ships.
 
-Candidates: post-training quantization with per-tensor and with per-channel weights,
-and, when neither meets the fidelity target (``--qat=auto``) or always
-(``--qat=always``), quantization-aware fine-tuning at each granularity. Ships the
-smallest candidate that meets the target (action MAE <= 0.01 and max error <= 0.1
+Candidates: post-training quantization with per-tensor and with per-channel weights
+(each also with its biases corrected for the model's mean pre-activation error when
+the recipe below applies), and, when none meets the fidelity target (``--qat=auto``)
+or always (``--qat=always``), quantization-aware fine-tuning at each granularity.
+Ships the smallest candidate that meets the target (action MAE <= 0.01 and max error <= 0.1
 against the ORIGINAL actor on the calibration observations), else the smallest
 within 10 % of the most accurate.
 
-With ``--int8_equalise`` (the default) every candidate is built from the equalised
-actor and with clipped pre-activation ranges (``export/convert/int8_recipe.py``): the
-same ops, the same bytes, finer int8 steps where the error came from.
+With ``--int8_equalise`` (the default), for tanh and ReLU actors, every candidate is
+built from the equalised actor, calibrated with the input range held at +-CLIP and
+with clipped pre-activation ranges (``export/convert/int8_recipe.py``): the same ops,
+the same bytes, finer int8 steps where the error came from.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def int8_model(ctx: Context, name: str, spec, params) -> tuple[bytes, dict]:
     opt = ctx.options
     norm, clip, rep = ctx.norm, None, ctx.calib_clipped
     info: dict = {"target": {"mae": QAT_TARGET_MAE, "max": QAT_TARGET_MAX}}
-    if opt.int8_equalise:
+    equalise = opt.int8_equalise and int8_recipe.applies_to(spec)
+    if equalise:
         gain = int8_recipe.input_gain(ctx.calib_clipped, ctx.norm)
         params, norm = int8_recipe.equalise(params, ctx.norm, gain)
         clip, rep = int8_recipe.PREACT_CLIP, int8_recipe.with_edge_rows(ctx.calib_clipped, norm)
@@ -61,6 +64,12 @@ def int8_model(ctx: Context, name: str, spec, params) -> tuple[bytes, dict]:
         m = ctx.clock(f"tflite_{name}_{gran}", tflite.convert, sm, name, rep,
                       per_channel=per_channel, preact_clip=clip)
         cands[f"post_training_{gran}"] = (m, errors(tflite.run(m, ctx.calib), ctx.calib_ref))
+        if equalise:
+            fixed = int8_recipe.bias_corrected(spec, params, norm, m, ctx.calib_clipped)
+            m = _convert(ctx, f"{name}_bias_corrected_{gran}", spec, fixed, norm, rep, name,
+                         per_channel, clip)
+            cands[f"bias_corrected_{gran}"] = (m, errors(tflite.run(m, ctx.calib),
+                                                         ctx.calib_ref))
     missed = not any(meets_target(e) for _, e in cands.values())
     why_not = qat.supported(spec)
     if opt.qat == "always" or (opt.qat == "auto" and missed):
