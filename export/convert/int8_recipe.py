@@ -17,7 +17,10 @@ is flat beyond +-4: MAE 0.0095 alone); every other site <= 0.003.
    margin is headroom for observations beyond the calibration set's: at 1.0 one
    held-out Ant feature at 7.6 std (calibration peak 5.8) saturated and the AC
    actor's max error went 0.26 -> 0.57; at 1.5 another visited set still saturated
-   a PPO feature (max 0.128); 2.0 met the targets on four visited sets.
+   a PPO feature (max 0.128); 2.0 met the targets on four visited sets. The floor
+   (std) is headroom for features the calibration set barely moves (rare contacts):
+   at 4 the test fixture policy's held-out contact features at 12-15 std saturated
+   (max 0.44, against 0.385 before); 6 gives 0.238, and Ant PPO still 0.0093 / 0.070.
 2. Pre-activation clip (``clip_tanh_inputs``): the calibrated range of every
    FULLY_CONNECTED output that only a TANH reads is cut to [-PREACT_CLIP,
    PREACT_CLIP] before quantization; the FULLY_CONNECTED saturates there, and
@@ -35,7 +38,7 @@ from ai_edge_litert import schema_py_generated as schema
 from jaxrl_lite.blocks import normalizer
 
 PREACT_CLIP = 4.0
-GAIN_FLOOR = 4.0
+GAIN_FLOOR = 6.0
 GAIN_MARGIN = 2.0
 
 
