@@ -52,9 +52,10 @@ def _define_flags():
                       f"int8 models: auto = when post-training int8 misses MAE <= "
                       f"{QAT_TARGET_MAE} or max error <= {QAT_TARGET_MAX}.")
     flags.DEFINE_integer("qat_steps", 3000, "Quantization-aware fine-tuning Adam steps.")
-    flags.DEFINE_bool("int8_equalise", True, "int8 models: per-feature input gains folded "
-                      "into the float normaliser and the first layer, and FULLY_CONNECTED "
-                      "ranges before TANH cut to +-4 (export/convert/int8_recipe.py).")
+    flags.DEFINE_bool("int8_equalise", True, "int8 models of tanh/ReLU actors: per-feature "
+                      "input gains folded into the float normaliser and the first layer, "
+                      "FULLY_CONNECTED ranges before TANH cut to +-4, and bias-corrected "
+                      "candidates (export/convert/int8_recipe.py).")
     flags.DEFINE_bool("studies", False, "Also run the research studies (unstructured "
                       "magnitude pruning, sparse storage, int8 normalisation placement) and "
                       "record them under manifest['studies'].")
