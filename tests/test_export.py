@@ -160,7 +160,8 @@ def test_sizes_and_pruning(export, probe):
     assert _mae(tflite.run(pruned, obs), ref) < 0.15
     # the unstructured recipe is a study: zeros in full-size tensors, no smaller file
     study = manifest["studies"]["unstructured_pruning"]
-    assert study["sparsity"] >= 0.5 - 1e-2 and study["bytes"] >= len(int8) - 64
+    dense = min(c["bytes"] for c in recipe["candidates"].values())  # per-tensor, as the study
+    assert study["sparsity"] >= 0.5 - 1e-2 and study["bytes"] >= dense - 64
     sparse = study["sparse_storage"]  # converter's sparse encoding, recorded
     assert sparse["litert_no_delegate"]["runs"]
     assert sparse["litert_no_delegate"]["action_mae_vs_jax"] < 0.1
@@ -196,16 +197,19 @@ def test_int8_graph_has_no_clip_and_saturates_like_it(export, actor_run, tmp_pat
 
 def test_quantization_aware_finetuning(export, probe):
     """--qat=always: fine-tuning lowered the simulated int8 error for both weight
-    granularities, and the shipped model follows the rule: the smallest candidate that
+    granularities, bias correction lowered the error of the model it corrects, and the
+    shipped model follows the rule: the smallest candidate that
     meets the target, else the most accurate one (calibration observations)."""
     out, manifest = export
     recipe = manifest["variants"]["int8"]["quantization_recipe"]
     cands = recipe["candidates"]
-    assert set(cands) == {f"{kind}_{g}" for kind in ("post_training", "quantization_aware")
-                          for g in ("per_tensor", "per_channel")}
+    kinds = ("post_training", "bias_corrected", "quantization_aware")  # a tanh actor
+    assert set(cands) == {f"{kind}_{g}" for kind in kinds for g in ("per_tensor", "per_channel")}
     for g in ("per_tensor", "per_channel"):
         ft = cands[f"quantization_aware_{g}"]["finetune"]
         assert ft["simulated_int8_mae_after"] < ft["simulated_int8_mae_before"]
+        assert (cands[f"bias_corrected_{g}"]["action_mae_vs_jax"]
+                < cands[f"post_training_{g}"]["action_mae_vs_jax"])
     good = [k for k, c in cands.items() if c["action_mae_vs_jax"] <= recipe["target"]["mae"]
             and c["action_max_err_vs_jax"] <= recipe["target"]["max"]]
     assert recipe["meets_target"] == bool(good)
@@ -246,6 +250,41 @@ def test_fake_quant_matches_the_converter(actor_run, tmp_path, activation):
     diff = np.abs(sim - real)
     assert diff.max() <= (hi - lo) / 255 + 2.01 / 128, (diff.max() * 128, (hi - lo) / 255 * 128)
     assert np.mean(diff > 1.5 / 128) < 0.02
+
+
+def test_equalised_int8_recipe(actor_run, tmp_path):
+    """int8_recipe: the equalised actor is the same function in float; its int8 model
+    (edge rows, +-4 clip before TANH) keeps the input range at +-CLIP and every
+    FULLY_CONNECTED -> TANH range within +-4, and the QAT forward with the same clip
+    simulates it as closely as without."""
+    import jax.numpy as jnp
+    from export.convert import int8_recipe, jax2tf_bridge, qat
+    from export.convert.mcu.graph import read_graph
+    _, spec, params, norm = actor_run
+    pol = observations.numpy_policy(spec, params, norm)
+    obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
+    calib = jax2tf_bridge.clip_to_normalizer_range(obs, norm)
+    gain = int8_recipe.input_gain(calib, norm)
+    assert 1.0 <= gain.min() and gain.max() <= 10.0 / int8_recipe.GAIN_FLOOR + 1e-9
+    p2, n2 = int8_recipe.equalise(params, norm, gain)
+    jax_ref = np.asarray(deterministic_action(spec, params, norm, calib))
+    assert np.abs(np.asarray(deterministic_action(spec, p2, n2, calib)) - jax_ref).max() < 1e-4
+    rep = int8_recipe.with_edge_rows(calib, n2)
+    sm = str(tmp_path / "sm")
+    jax2tf_bridge.save_saved_model(spec, p2, n2, sm, clip_observations=False)
+    model = tflite.convert(sm, "int8", rep, per_channel=True, preact_clip=int8_recipe.PREACT_CLIP)
+    ops = read_graph(model).ops
+    q_in = next(op.outputs[0] for op in ops if op.name == "QUANTIZE")
+    assert (127 - q_in.zero_point[0]) * q_in.scale[0] == pytest.approx(10.0, rel=0.02)
+    for fc, nxt in zip(ops, ops[1:]):
+        if fc.name == "FULLY_CONNECTED" and nxt.name == "TANH":
+            t = fc.outputs[0]
+            assert (127 - t.zero_point[0]) * t.scale[0] <= 4.0 * 1.01
+            assert (-128 - t.zero_point[0]) * t.scale[0] >= -4.0 * 1.01
+    ranges = qat.float_ranges(spec, p2, n2, jnp.asarray(rep), int8_recipe.PREACT_CLIP)
+    sim = np.asarray(qat.fake_quant_action(spec, p2, n2, jnp.asarray(calib), ranges, True))
+    real = tflite.run(model, calib)
+    assert _mae(sim, real) < 0.25 * _mae(real, jax_ref)
 
 
 def test_int8_normalisation_before_after(export):

@@ -52,6 +52,10 @@ def _define_flags():
                       f"int8 models: auto = when post-training int8 misses MAE <= "
                       f"{QAT_TARGET_MAE} or max error <= {QAT_TARGET_MAX}.")
     flags.DEFINE_integer("qat_steps", 3000, "Quantization-aware fine-tuning Adam steps.")
+    flags.DEFINE_bool("int8_equalise", True, "int8 models of tanh/ReLU actors: per-feature "
+                      "input gains folded into the float normaliser and the first layer, "
+                      "FULLY_CONNECTED ranges before TANH cut to +-4, and bias-corrected "
+                      "candidates (export/convert/int8_recipe.py).")
     flags.DEFINE_bool("studies", False, "Also run the research studies (unstructured "
                       "magnitude pruning, sparse storage, int8 normalisation placement) and "
                       "record them under manifest['studies'].")
@@ -101,7 +105,8 @@ def main(argv):
         options = ExportOptions(variants=tuple(f.variants), prune_keep=f.prune_keep,
                                 prune_rounds=f.prune_rounds, prune_steps=f.prune_steps,
                                 dagger_rounds=f.dagger_rounds, qat=f.qat,
-                                qat_steps=f.qat_steps, studies=f.studies,
+                                qat_steps=f.qat_steps, int8_equalise=f.int8_equalise,
+                                studies=f.studies,
                                 prune_sparsity=f.prune_sparsity,
                                 num_calibration=f.num_calibration, num_heldout=f.num_heldout,
                                 num_distill=f.num_distill, seed=f.seed)

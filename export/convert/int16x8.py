@@ -90,14 +90,16 @@ def calibration_features(calib_clipped: np.ndarray, norm) -> np.ndarray:
     return np.concatenate([z, edges]).astype(np.float32)
 
 
-def build(spec, params, norm, scratch_dir: str, calib_clipped: np.ndarray) -> bytes:
+def build(spec, params, norm, scratch_dir: str, calib_clipped: np.ndarray,
+          per_channel: bool = False) -> bytes:
     """The int16x8 flatbuffer of the actor (spec, params, norm): raw obs in, actions out.
 
     calib_clipped: raw calibration observations [N, obs_dim] inside the normaliser's
-    range (``jax2tf_bridge.clip_to_normalizer_range``)."""
+    range (``jax2tf_bridge.clip_to_normalizer_range``); per_channel: weight scales per
+    output channel (else per tensor)."""
     sm = jax2tf_bridge.save_saved_model(spec, params, identity_normalizer(norm), scratch_dir,
                                         clip_observations=False)
-    inner = convert_16x8(sm, calibration_features(calib_clipped, norm))
+    inner = convert_16x8(sm, calibration_features(calib_clipped, norm), per_channel)
     mean, inv_std = _mean_inv_std(norm)
     return prepend_normalisation(inner, mean, inv_std)
 

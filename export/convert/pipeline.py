@@ -68,6 +68,7 @@ class ExportOptions:
     dagger_rounds: int = 4
     qat: str = "auto"
     qat_steps: int = 3000
+    int8_equalise: bool = True
     studies: bool = False
     prune_sparsity: float = 0.5
     num_calibration: int = 1000

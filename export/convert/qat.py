@@ -40,10 +40,12 @@ TANH_SCALE = 1.0 / 128.0
 
 @dataclasses.dataclass(kw_only=True)
 class QATConfig(FinetuneConfig):
-    """per_channel: int8 weight scales per output column, else per tensor (the rest:
-    FinetuneConfig)."""
+    """per_channel: int8 weight scales per output column, else per tensor; preact_clip:
+    the converter's FULLY_CONNECTED -> TANH ranges are cut to +-preact_clip (as
+    ``tflite.convert(preact_clip=...)`` does); the rest: FinetuneConfig."""
 
     per_channel: bool = True
+    preact_clip: float | None = None
 
 
 def _ste(x, q):
@@ -82,10 +84,10 @@ def _fused(spec: PolicySpec) -> bool:
     return spec.activation == "relu"
 
 
-def float_ranges(spec: PolicySpec, params, norm, obs):
+def float_ranges(spec: PolicySpec, params, norm, obs, preact_clip: float | None = None):
     """Calibration ranges (lo, hi) of z and of every FULLY_CONNECTED output: the float
     network's min/max over ``obs`` [N, obs_dim] (what the converter records; after
-    the activation where it is fused)."""
+    the activation where it is fused; cut to +-preact_clip where only TANH reads it)."""
 
     act = ACTIVATIONS[spec.activation]
     x = normalizer.normalize(norm, obs)
@@ -97,7 +99,10 @@ def float_ranges(spec: PolicySpec, params, norm, obs):
         x = x @ layer["kernel"] + layer["bias"]
         if fused:
             x = act(x)
-        ranges.append((x.min(), x.max()))
+        lo, hi = x.min(), x.max()
+        if preact_clip and (not hidden or spec.activation == "tanh"):
+            lo, hi = jnp.maximum(lo, -preact_clip), jnp.minimum(hi, preact_clip)
+        ranges.append((lo, hi))
         if not fused:
             x = act(x) if hidden else jnp.tanh(x)
     return ranges
@@ -146,7 +151,8 @@ def finetune(spec: PolicySpec, params, norm, obs: np.ndarray, targets: np.ndarra
     pc = config.per_channel
 
     def simulated(p, o):
-        ranges = jax.lax.stop_gradient(float_ranges(spec, p, norm, calib_j))
+        ranges = jax.lax.stop_gradient(float_ranges(spec, p, norm, calib_j,
+                                                    config.preact_clip))
         return fake_quant_action(spec, p, norm, o, ranges, pc)
 
     mae = jax.jit(lambda p: jnp.mean(jnp.abs(simulated(p, obs_j) - tgt_j)))
@@ -167,6 +173,7 @@ def finetune(spec: PolicySpec, params, norm, obs: np.ndarray, targets: np.ndarra
         return p
     tuned = run(params, jax.random.PRNGKey(config.seed)) if config.steps else params
     report = {"steps": config.steps, "per_channel": pc, "lr": config.lr,
+              "preact_clip": config.preact_clip,
               "simulated_int8_mae_before": before, "simulated_int8_mae_after":
               float(mae(tuned))}
     return jax.tree_util.tree_map(np.asarray, tuned), report

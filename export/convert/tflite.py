@@ -25,6 +25,8 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python import convert as tfl_convert
 
+from export.convert import int8_recipe
+
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "pruned_int8")
 
 # The ops the normalisation prefix lowers to (kept float in the int8 models).
@@ -65,11 +67,14 @@ def _representative(obs: np.ndarray):
 
 
 def convert(saved_model_dir: str, variant: str, representative_obs: np.ndarray | None = None,
-            *, normalize_in_int8: bool = False, per_channel: bool = True) -> bytes:
+            *, normalize_in_int8: bool = False, per_channel: bool = True,
+            preact_clip: float | None = None) -> bytes:
     """One TFLite flatbuffer for ``variant`` (see module doc); int8 needs representative_obs.
 
     per_channel: int8 FULLY_CONNECTED weights get one scale per output channel
     (True) or one per tensor (False: ~12 bytes less per channel, often as accurate).
+    preact_clip: the calibrated range of FULLY_CONNECTED outputs that only TANH reads
+    is cut to [-preact_clip, preact_clip] (``int8_recipe.clip_tanh_inputs``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -99,6 +104,8 @@ def convert(saved_model_dir: str, variant: str, representative_obs: np.ndarray |
     # the float32 model input (True would make it int8, quantizing raw obs).
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
+    if preact_clip:
+        calibrated = int8_recipe.clip_tanh_inputs(calibrated, preact_clip)
     model = tfl_convert.mlir_quantize(
         calibrated, fully_quantize=False, input_data_type=tf.float32,
         output_data_type=tf.float32, denylisted_nodes=normalization_prefix(calibrated),
