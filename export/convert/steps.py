@@ -153,8 +153,11 @@ def int16x8(ctx: Context) -> Result:
     within INT16X8_MAX_VS_INT8 x the int8 model's bytes (only when this export built
     int8). Ships the lowest calibration MAE among those whose calibration max error
     is no worse than per-tensor rounding to nearest's."""
+    limit = INT16X8_MAX_VS_INT8 * len(ctx.done["int8"].model) if "int8" in ctx.done else 0
+    granularities = (("per_tensor", False), ("per_channel", True)) if limit else (
+        ("per_tensor", False),)  # without an int8 file to compare, per-channel never ships
     cands = {}
-    for gran, per_channel in (("per_tensor", False), ("per_channel", True)):
+    for gran, per_channel in granularities:
         for how in ("nearest", "gptq"):
             if how == "gptq" and not gptq.supported(ctx.spec):
                 continue
@@ -165,7 +168,6 @@ def int16x8(ctx: Context) -> Result:
                           params, ctx.norm, os.path.join(ctx.scratch, f"int16x8_{how}_{gran}"),
                           ctx.calib_clipped, per_channel)
             cands[f"{how}_{gran}"] = (m, errors(tflite.run(m, ctx.calib), ctx.calib_ref))
-    limit = INT16X8_MAX_VS_INT8 * len(ctx.done["int8"].model) if "int8" in ctx.done else 0
     base_max = cands["nearest_per_tensor"][1]["action_max_err_vs_jax"]
     ok = [k for k, (m, e) in cands.items() if e["action_max_err_vs_jax"] <= base_max
           and (k.endswith("per_tensor") or len(m) <= limit)]
