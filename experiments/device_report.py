@@ -36,21 +36,36 @@ _OUT = flags.DEFINE_string("out_dir", "runs/device_report", "Where the report go
 _BUDGET = flags.DEFINE_float("budget_s", 540.0, "Wall budget of the whole report, seconds.")
 _DRY = flags.DEFINE_boolean("dry_run", False, "Toy sizes (CPU, CI): checks the path, "
                             "not the figures.")
-_STAGES = flags.DEFINE_list("stages", ["environment", "parity", "env_throughput",
-                                       "ppo_learning", "ac_learning"], "Stages to run.")
-_ENV_SIZES = flags.DEFINE_list("env_batch_sizes", ["1024", "4096", "8192"],
+# The defaults fit one 540 s call on an H200 (compile times measured there, below);
+# the actor-critic stage is a second call: --stages=ac_learning (175 + 80 s).
+ALL_STAGES = ["environment", "parity", "env_throughput", "ppo_learning", "ac_learning"]
+_STAGES = flags.DEFINE_list("stages", ALL_STAGES[:4], "Stages to run, of "
+                            + ", ".join(ALL_STAGES) + ".")
+_ENV_SIZES = flags.DEFINE_list("env_batch_sizes", ["1024", "4096"],
                                "MJX num_envs for env_throughput.")
 _PARITY_STATES = flags.DEFINE_integer("parity_states", 256, "gymnasium states for parity.")
-_PPO_S = flags.DEFINE_float("ppo_train_s", 180.0, "PPO training seconds (ppo_gpu.flags).")
+_PPO_S = flags.DEFINE_float("ppo_train_s", 130.0, "PPO training seconds (ppo_gpu.flags).")
 _AC_S = flags.DEFINE_float("ac_train_s", 80.0, "Actor-critic training seconds (ac_gpu.flags).")
 _EPISODES = flags.DEFINE_integer("episodes", 5, "gymnasium episodes per learning stage.")
 _STAGE = flags.DEFINE_string("stage", None, "Internal: run one stage in this process.")
 _STAGE_OUT = flags.DEFINE_string("stage_out", None, "Internal: JSON result path of --stage.")
 
-# Stage budgets in seconds (the learning ones add their training time); the sum with the
-# default training times is the default 540 s.
-STAGE_BUDGET_S = {"environment": 20.0, "parity": 70.0, "env_throughput": 90.0,
-                  "ppo_learning": 60.0, "ac_learning": 40.0}
+# Stage budgets in seconds, from the first H200 run (JAX 0.11.2, commit 36abd94): parity
+# took 63 s; one MJX Ant env_throughput size 45-55 s (a 30-32 s compile, the process's
+# start, two timed repeats); the learning stages compile their train iteration in 117 s
+# (PPO) and 86 s (actor-critic) before training starts, then evaluate on gymnasium.
+# env_throughput gets ENV_SIZE_S per size; the learning stages add their training time.
+# Defaults: 20 + 90 + (15 + 2 x 55) + (175 + 130) = 540 s.
+STAGE_BUDGET_S = {"environment": 20.0, "parity": 90.0, "env_throughput": 15.0,
+                  "ppo_learning": 175.0, "ac_learning": 175.0}
+ENV_SIZE_S = 55.0
+
+
+def stage_budget_s(name: str, n_env_sizes: int, train_s: float = 0.0) -> float:
+    """Wall budget of one stage (s): its fixed part, ENV_SIZE_S per env_throughput size,
+    plus the training seconds of a learning stage."""
+    per_size = ENV_SIZE_S * n_env_sizes if name == "env_throughput" else 0.0
+    return STAGE_BUDGET_S[name] + per_size + train_s
 # Toy sizes of --dry_run: the GPU presets' network shapes, a handful of envs/steps, and
 # InvertedPendulum-v5 (MJX compiles it several times faster than Ant-v5 on a CPU).
 DRY = {
@@ -234,12 +249,12 @@ def run_report(out_dir: str, budget_s: float, dry: bool, stages: list[str]) -> d
                    f"--stage_out={result_path}", f"--parity_states={_PARITY_STATES.value}",
                    f"--env_batch_sizes={','.join(_ENV_SIZES.value)}"] + (
                        ["--dry_run"] if dry else [])
-            budget = STAGE_BUDGET_S[name]
+            budget = stage_budget_s(name, len(_ENV_SIZES.value))
         else:
             algo = name.split("_")[0]
             cmd, train_s = _learning_cmd(algo, dry, os.path.join(out_dir, f"{algo}_run"))
             cmd.append(f"--report={result_path}")
-            budget = STAGE_BUDGET_S[name] + train_s
+            budget = stage_budget_s(name, 0, train_s)
         if dry:
             budget = max(budget, 600.0)   # toy sizes: MJX compiles dominate on a CPU
         timeout = min(budget, left)
@@ -318,7 +333,7 @@ def main(argv):
         compile_cache.configure()
         _write_json(_STAGE_OUT.value, STAGE_FNS[_STAGE.value](_DRY.value))
         return
-    valid = ("environment", "parity", "env_throughput", "ppo_learning", "ac_learning")
+    valid = ALL_STAGES
     bad = [s for s in _STAGES.value if s not in valid]
     if bad:
         sys.exit(f"device_report: error: unknown --stages {','.join(bad)}; valid: "

@@ -92,3 +92,16 @@ def test_bad_flags_get_one_line(tmp_path):
         last = proc.stderr.strip().splitlines()[-1]
         assert message in last and "Traceback" not in proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_default_stages_fit_the_default_budget():
+    """The defaults are one call on a GPU box: every default stage's budget (set from the
+    compile times measured on an H200) fits inside the default --budget_s, so the last
+    stage is not cut by the stages before it."""
+    from experiments import device_report as dr
+
+    train_s = {"ppo_learning": dr._PPO_S.default, "ac_learning": dr._AC_S.default}
+    total = sum(dr.stage_budget_s(name, len(dr._ENV_SIZES.default), train_s.get(name, 0.0))
+                for name in dr._STAGES.default)
+    assert dr._STAGES.default[-1] == "ppo_learning"
+    assert 0.9 * dr._BUDGET.default <= total <= dr._BUDGET.default, total
