@@ -66,6 +66,8 @@ def stage_budget_s(name: str, n_env_sizes: int, train_s: float = 0.0) -> float:
     plus the training seconds of a learning stage."""
     per_size = ENV_SIZE_S * n_env_sizes if name == "env_throughput" else 0.0
     return STAGE_BUDGET_S[name] + per_size + train_s
+
+
 # Toy sizes of --dry_run: the GPU presets' network shapes, a handful of envs/steps, and
 # InvertedPendulum-v5 (MJX compiles it several times faster than Ant-v5 on a CPU).
 DRY = {
@@ -333,11 +335,10 @@ def main(argv):
         compile_cache.configure()
         _write_json(_STAGE_OUT.value, STAGE_FNS[_STAGE.value](_DRY.value))
         return
-    valid = ALL_STAGES
-    bad = [s for s in _STAGES.value if s not in valid]
+    bad = [s for s in _STAGES.value if s not in ALL_STAGES]
     if bad:
         sys.exit(f"device_report: error: unknown --stages {','.join(bad)}; valid: "
-                 f"{','.join(valid)}")
+                 f"{','.join(ALL_STAGES)}")
     if _BUDGET.value <= 0:
         sys.exit(f"device_report: error: --budget_s must be positive, got {_BUDGET.value}")
     try:
