@@ -44,3 +44,13 @@ def recipe_config(name: str) -> dict:
         else:
             kwargs[key] = type(default)(value)
     return kwargs
+
+
+def recipe_env(name: str, default: str = "Ant-v5") -> str:
+    """The recipe's ``--env`` (last one wins, as in absl), or ``default`` when it sets none
+    (the recipe files are Ant's; the suite presets name their task)."""
+    env = default
+    for arg in flags.FlagValues().read_flags_from_files([f"--flagfile={recipe_path(name)}"]):
+        if arg.startswith("--env="):
+            env = arg.split("=", 1)[1]
+    return env
