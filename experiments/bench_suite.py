@@ -30,8 +30,11 @@ published reference).
 Resuming: an entry already in ``<out>.json`` for the same preset content, a budget at
 least as large and the same evaluation is skipped; a run directory holding checkpoints
 is continued with the trainer's ``--resume`` (also to extend a run to a larger budget);
-one whose training finished but whose evaluation did not is only evaluated. A preset
-whose content changed gets a new run directory (its SHA-1 is in the name).
+one whose training finished but whose evaluation did not is only evaluated. Run
+directories are named by the preset's content (``<runs_dir>/<task>/<agent>_<SHA-1[:8]>/
+seedS``): a preset whose content changed gets a new one, and two preset names with the
+same content (``cpu`` and the candidate it points at) share one, so a run is trained once
+and each name's entry only evaluates it.
 """
 from __future__ import annotations
 
@@ -140,7 +143,7 @@ def plan(tasks, agents_, seeds, preset, preset_dir, scale, runs_dir) -> list[dic
                             "preset_sha": sha, "seed": seed,
                             "budget_s": refs.budget_s(task, agent) * scale,
                             "out_dir": os.path.join(runs_dir, slug(task),
-                                                    f"{agent}_{preset}_{sha[:8]}", f"seed{seed}")})
+                                                    f"{agent}_{sha[:8]}", f"seed{seed}")})
     return out
 
 

@@ -106,6 +106,18 @@ def test_table_written_resumed_and_extended(tmp_path):
     assert e2["budget_s"] == pytest.approx(3.0) and e2["starts"] == 2
     assert e2["env_steps"] > e["env_steps"] and e2["train_wall_s"] >= 3.0
 
+    # Another preset name with the same content (a candidate the cpu preset points at)
+    # shares the run directory: evaluated, not trained again.
+    os.makedirs(tmp_path / "presets" / "candidates")
+    write_presets(tmp_path / "presets" / "candidates")
+    os.rename(tmp_path / "presets" / "candidates" / "pointmass_ppo_cpu.flags",
+              tmp_path / "presets" / "candidates" / "pointmass_ppo_same.flags")
+    same = suite(tmp_path, "--agents=ppo", "--seeds=0", "--budget_scale=0.01", "--preset=same")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "trained before, evaluating" in same.stdout and len(starts(run_dir)) == 2
+    e3 = json.load(open(out / "suite.json"))["entries"]["PointMass-v0/ppo/same/seed0"]
+    assert e3["out_dir"] == run_dir and e3["env_steps"] == e2["env_steps"]
+
 
 @pytest.mark.parametrize("args, message", [
     (["--tasks=NoSuchTask-v5"], "unknown task 'NoSuchTask-v5'"),
