@@ -11,10 +11,10 @@ update, so ``w = 1 / policy_delay``). ``while_loop``s are refused (no trip count
 ``time_dots(dots, n, repeats)`` builds a program that runs exactly those matmuls,
 on random operands of the same shapes, in a jitted ``lax.scan`` (the same way the
 update is timed) and returns the best seconds per call of ``fn``: the dense-matmul
-ceiling of the function's own networks on this machine. Each matmul's left operand
-is offset by a carried scalar so XLA can neither hoist it out of the loop nor merge
-repeated copies; those offsets add one elementwise pass over each left operand
-(under 1 % of its matmul's FLOPs for the shapes here).
+ceiling of the function's own networks on this machine. Every product is carried out of
+the loop and one of its elements is added (times 1e-30) into one element of the next
+copy's left operand, so XLA can neither drop, narrow, hoist nor merge a matmul; besides
+the matmuls the program does one in-place scalar update per product.
 """
 from __future__ import annotations
 
@@ -88,8 +88,15 @@ def total_flops(dots: list[Dot]) -> float:
     return float(sum(d.flops() * d.weight for d in dots))
 
 
-def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
-    """Best seconds per call of the traced function, running only its matmuls."""
+def _product(d: Dot):
+    return lambda lhs, rhs: jax.lax.dot_general(
+        lhs, rhs, d.dimension_numbers, precision=d.precision,
+        preferred_element_type=d.preferred_element_type)
+
+
+def dots_program(dots: list[Dot], n: int):
+    """-> (jitted program, its argument, calls it stands for): ``n`` scan steps of the
+    matmuls of ``period`` calls of the traced function."""
     if not dots:
         raise ValueError("the function executes no matmul")
     # One scan step runs each dot (weight x period) times, period = lcm of the
@@ -97,25 +104,39 @@ def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
     period = math.lcm(*(d.weight.denominator for d in dots))
     copies = [int(d.weight * period) for d in dots]
     rng = np.random.default_rng(0)
-    operands = [(jnp.asarray(rng.standard_normal(d.lhs), d.dtype),
-                 jnp.asarray(rng.standard_normal(d.rhs), d.dtype)) for d in dots]
+    lhs0 = [jnp.asarray(rng.standard_normal(d.lhs), d.dtype) for d in dots]
+    rhs = [jnp.asarray(rng.standard_normal(d.rhs), d.dtype) for d in dots]
+    outs0 = [jnp.zeros(jax.eval_shape(_product(d), l, r).shape,
+                       d.preferred_element_type or d.dtype)
+             for d, l, r, k in zip(dots, lhs0, rhs, copies) for _ in range(k)]
 
     def step(carry, _):
-        acc = jnp.zeros((), jnp.float32)
-        for d, (lhs, rhs), k in zip(dots, operands, copies):
-            for j in range(k):
-                out = jax.lax.dot_general(lhs + (carry + j), rhs, d.dimension_numbers,
-                                          precision=d.precision,
-                                          preferred_element_type=d.preferred_element_type)
-                acc = acc + out.reshape(-1)[0].astype(jnp.float32)
-        return carry + 1e-12 * acc, None
+        lhss, _ = carry
+        new_lhss, outs = [], []
+        for d, lhs, r, k in zip(dots, lhss, rhs, copies):
+            for _ in range(k):
+                out = _product(d)(lhs, r)
+                outs.append(out)
+                # One element of the product flows into the next copy's (and step's) left
+                # operand: the product cannot be hoisted out of the loop, and the copies
+                # differ, so none is merged; every product is carried out of the loop, so
+                # none is dropped or narrowed. The update is one in-place element.
+                corner = (0,) * lhs.ndim
+                lhs = lhs.at[corner].add(1e-30 * out.reshape(-1)[0].astype(lhs.dtype))
+            new_lhss.append(lhs)
+        return (new_lhss, outs), None
 
     run = jax.jit(lambda c: jax.lax.scan(step, c, None, length=n)[0])
-    c0 = jnp.zeros((), jnp.float32)
-    jax.block_until_ready(run(c0))
+    return run, (lhs0, outs0), n * period
+
+
+def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
+    """Best seconds per call of the traced function, running only its matmuls."""
+    run, lhs0, calls = dots_program(dots, n)
+    jax.block_until_ready(run(lhs0))
     best = float("inf")
-    for r in range(repeats):
+    for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(run(c0 + r))
-        best = min(best, (time.perf_counter() - t) / (n * period))
+        jax.block_until_ready(run(lhs0))
+        best = min(best, (time.perf_counter() - t) / calls)
     return best

@@ -2,6 +2,7 @@
 often one call runs them, and a program that runs only those."""
 import fractions
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,22 @@ def test_batched_dot_flops_count_the_batch_once():
         jax.vmap(lambda a, b: a @ b), jnp.ones((2, B, I)), jnp.ones((2, I, H)))
     assert len(dots) == 1
     assert dots[0].flops() == 2 * 2 * B * I * H
+
+
+def test_the_timed_program_keeps_every_matmul_at_full_size():
+    """XLA must neither drop, hoist, merge nor narrow a product (an unused product or a
+    passthrough barrier compiles to an empty loop)."""
+    dots = network_matmuls.collect(_fn, jnp.ones((B, I)), jnp.ones((I, H)),
+                                   jnp.ones((H, H)), True, cond_weight=fractions.Fraction(1, 2))
+    run, args, calls = network_matmuls.dots_program(dots, n=3)
+    assert calls == 3 * 2  # 3 scan steps, each two calls' worth (the cond's 1/2)
+    hlo = run.lower(args).compile().as_text()
+    body = hlo[:hlo.index("ENTRY")]
+    products = re.findall(r"= f32\[([\d,]*)\][^ ]* dot\(", body)
+    want = sorted(",".join(map(str, jax.eval_shape(network_matmuls._product(d),
+                                                   jnp.ones(d.lhs), jnp.ones(d.rhs)).shape))
+                  for d in dots for _ in range(int(d.weight * 2)))
+    assert sorted(products) == want
 
 
 def test_time_dots_runs_the_matmuls_and_refuses_what_it_cannot_weight():
