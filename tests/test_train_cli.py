@@ -73,6 +73,31 @@ def test_python_api_trains_the_same_run_as_the_cli(cli_runs_ab, tmp_path):
     assert e.value.exit_code == 2
 
 
+def test_time_budget_stops_at_the_first_iteration_past_it(tmp_path):
+    """The budget is checked after every iteration: a run whose first log record is
+    far away stops (logged, evaluated, checkpointed) soon after the budget, between
+    records, and can be resumed."""
+    from jaxrl_lite.run import trainer
+    from jaxrl_lite.agents.ppo.train import Config
+
+    out = str(tmp_path / "budget")
+    every = 64 * 4096  # one record per 4,096 iterations of 64 env steps
+    config = trainer.TrainConfig(
+        out_dir=out, algo="ppo", env="PointMass-v0", log_every_steps=every,
+        checkpoint_every_steps=every, eval_every_steps=0, eval_envs=2, keep_checkpoints=2,
+        progress=False, plot_every_s=1000, max_wall_s=1.0,
+        agent_config=Config(num_envs=8, unroll_length=8, num_minibatches=2, num_epochs=2,
+                            total_steps=2 * every, policy_hidden=(16, 16),
+                            value_hidden=(16, 16)))
+    summary = trainer.train(config)
+    assert summary["exit"] == "time budget"
+    assert 0 < summary["env_steps"] < every and summary["env_steps"] % 64 == 0
+    assert summary["wall_s"] >= 1.0
+    (record,) = metrics.read(out)
+    assert record["step"] == summary["env_steps"] and "eval/return_mean" in record
+    assert checkpoint.list_steps(out) == [summary["env_steps"]]
+
+
 def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
     """A stricter healthy bound for training: the training envs terminate where the
     evaluation envs (the plain task) do not."""

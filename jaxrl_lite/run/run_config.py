@@ -74,9 +74,10 @@ class TrainConfig:
     stop_after_steps: int = _flag(0, "Stop early (with a checkpoint) at the first checkpoint "
                                   "boundary at or after this many env steps; 0 = train to "
                                   "total_steps. Resume later with --resume.")
-    max_wall_s: float = _flag(0.0, "Wall-time budget in seconds (0 = none): at the first log "
-                              "record past it, evaluate, checkpoint and stop (resumable; the "
-                              "schedule still spans total_steps).")
+    max_wall_s: float = _flag(0.0, "Wall-time budget in seconds (0 = none): at the first "
+                              "iteration past it (first log record with several processes), "
+                              "log, evaluate, checkpoint and stop (resumable; the schedule "
+                              "still spans total_steps).")
     progress: bool = _flag(True, "Show a rich progress bar (on a terminal).")
     plot_every_s: float = _flag(20.0, "Seconds between learning-curve redraws.")
     num_devices: int = _flag(0, "Devices to shard the env batch over (0 = all, of all "

@@ -94,15 +94,20 @@ def _iterate(run: Run, act: "Boundaries", step, state, start_iter: int, wall_off
     sched, config = run.schedule, run.config
     clock = _Clock(wall_offset, config.max_wall_s)
     pending, it, exit_reason = [], start_iter, "finished"
+    single = jax.process_count() == 1
     while it < sched.stop:
         t_it = time.perf_counter()
         state, m = step(state)
         pending.append(m)
         it += 1
-        if not sched.is_record(it):
+        # One process checks the budget after every iteration, not only at log records
+        # (a run logging every minute would overshoot by up to a minute); past it, this
+        # iteration becomes the last record (evaluated, checkpointed). Several processes
+        # check at records only, where all of them stop together.
+        out_of_time = (sched.is_record(it) or single) and clock.out_of_time()
+        if not sched.is_record(it) and not out_of_time:
             clock.trained(t_it)
             continue
-        out_of_time = clock.out_of_time()
         record = act.record(it, pending, state, clock, t_it)
         pending = []
         if sched.is_eval(it) or (out_of_time and sched.evaluates):
