@@ -16,7 +16,7 @@ deterministic policy, ``--episodes`` episodes seeded ``--gym_seed`` + 0, 1, ... 
 out: training seeds are small integers), falls = episodes that terminated before the
 TimeLimit. Budgets B (seconds of training wall time, compile excluded) come from
 ``experiments.suite_references`` times ``--budget_scale``; the trainer stops at the
-first log record past B.
+first training iteration past B.
 
 Presets: ``<preset_dir>/<task>_<agent>_<preset>.flags`` for --preset=cpu|gpu, else the
 candidate ``<preset_dir>/candidates/<task>_<agent>_<preset>.flags`` (task = lower-case

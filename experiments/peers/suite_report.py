@@ -152,7 +152,8 @@ def markdown(table: dict, peers: dict | None, out: str) -> str:
              "`python -m experiments.peers.sb3_peer` for the side by side); every figure "
              "below is read from the JSON next to this file.",
              "Each entry: the preset trained for its wall budget (the trainer stops at the "
-             "first log record past it), then gymnasium's own task, deterministic policy, "
+             "first iteration past it; entries trained before commit 4c1a168 stopped at "
+             "the first log record past it, up to 74 s later: see the wall column), then gymnasium's own task, deterministic policy, "
              "episodes seeded from 1000 upward (held out from training seeds); falls = "
              "episodes that terminated before the TimeLimit. Return = mean over seeds of the "
              "per-seed mean, ± the std over all episodes.", ""]
