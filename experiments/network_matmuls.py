@@ -132,11 +132,11 @@ def dots_program(dots: list[Dot], n: int):
 
 def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
     """Best seconds per call of the traced function, running only its matmuls."""
-    run, lhs0, calls = dots_program(dots, n)
-    jax.block_until_ready(run(lhs0))
+    run, args, calls = dots_program(dots, n)
+    jax.block_until_ready(run(args))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(run(lhs0))
+        jax.block_until_ready(run(args))
         best = min(best, (time.perf_counter() - t) / calls)
     return best
