@@ -95,6 +95,8 @@ def _iterate(run: Run, act: "Boundaries", step, state, start_iter: int, wall_off
     clock = _Clock(wall_offset, config.max_wall_s)
     pending, it, exit_reason = [], start_iter, "finished"
     single = jax.process_count() == 1
+    watch = single and bool(config.max_wall_s)
+    previous = None
     while it < sched.stop:
         t_it = time.perf_counter()
         state, m = step(state)
@@ -102,8 +104,13 @@ def _iterate(run: Run, act: "Boundaries", step, state, start_iter: int, wall_off
         it += 1
         # One process checks the budget after every iteration, not only at log records
         # (a run logging every minute would overshoot by up to a minute); past it, this
-        # iteration becomes the last record (evaluated, checkpointed). Several processes
-        # check at records only, where all of them stop together.
+        # iteration becomes the last record (evaluated, checkpointed). The clock must see
+        # finished work, not dispatched work: wait for the previous iteration (one stays in
+        # flight), or asynchronous dispatch runs ahead to the next record. Several
+        # processes check at records only, where all of them stop together.
+        if watch and previous is not None:
+            jax.block_until_ready(previous)
+        previous = m
         out_of_time = (sched.is_record(it) or single) and clock.out_of_time()
         if not sched.is_record(it) and not out_of_time:
             clock.trained(t_it)
