@@ -1,4 +1,4 @@
-"""Cost of one actor-critic gradient update, against this machine's matmul ceiling.
+"""Cost of one actor-critic gradient update, against the dense matmuls of its own networks.
 
     python -m experiments.bench_ac_update --recipes=td3,td3_no_contact,crossq \
         [--updates=40] [--repeats=3] [--out=bench_ac_update.json]
