@@ -17,8 +17,8 @@ SMALL = dict(num_envs=4, total_steps=2000, steps_per_iteration=5, buffer_size=25
              batch_size=32, hidden=(16, 16), warmup_steps=0, updates_per_step=2)
 
 
-def _critic(cfg):
-    return state.critic_variant(cfg).module(cfg)
+def _critic(cfg, obs_dim=4):
+    return state.critic_variant(cfg).module(cfg, obs_dim)
 
 
 def leaves_close(a, b):
@@ -267,3 +267,23 @@ def test_ignored_observation_features_stay_exactly_out_of_the_deployed_policy():
         np.asarray(policy.deterministic_action(spec, params, norm, moved)))
     with pytest.raises(ValueError, match="observation_features \\(5\\) exceeds"):
         state.check_env(dataclasses.replace(cfg, observation_features=5), env)
+
+
+@pytest.mark.parametrize("crossq_critic", [False, True])
+def test_critics_leave_ignored_features_out_of_the_product(crossq_critic):
+    """observation_features=2 of 4 (+2 action inputs): the critic's first product reads
+    4 inputs, not 6, with the same parameters and (ignored rows zero) the same values."""
+    cfg = Config(**dict(SMALL, observation_features=2, crossq=crossq_critic))
+    full = _critic(dataclasses.replace(cfg, observation_features=0))
+    skip = _critic(cfg)
+    key, x = jax.random.PRNGKey(0), jax.random.normal(jax.random.PRNGKey(1), (8, 6))
+    params = full.init(key, x)
+    assert leaves_close(params, skip.init(key, x))        # same tree, same initial values
+    params = state.ignore_input_rows(cfg, params, 4)
+    np.testing.assert_allclose(np.asarray(skip.apply(params, x)),
+                               np.asarray(full.apply(params, x)), rtol=1e-5, atol=1e-6)
+    def matmul_inputs(module):      # the input widths of every matmul of one forward pass
+        eqns = jax.make_jaxpr(lambda p: module.apply(p, x))(params).jaxpr.eqns
+        return [e.invars[0].aval.shape[-1] for e in eqns if e.primitive.name == "dot_general"]
+
+    assert matmul_inputs(full) == [6, 16, 16] and matmul_inputs(skip) == [4, 16, 16]

@@ -90,21 +90,58 @@ def to_bounds(spec: PolicySpec, action: jax.Array) -> jax.Array:
     return action * ((high - low) / 2) + (high + low) / 2
 
 
+class SkipRowsDense(nn.Module):
+    """``nn.Dense`` (same parameters, names and initialisation) whose kernel rows
+    ``skip = (start, stop)`` are held at zero by the caller and left out of the product:
+    the output is the same, the matmul has ``stop - start`` fewer inputs. x [..., in]
+    -> [..., features]; kernel [in, features]."""
+
+    features: int
+    skip: tuple[int, int] = (0, 0)
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
+                            jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        start, stop = self.skip
+        if stop > start:
+            x = jnp.concatenate([x[..., :start], x[..., stop:]], axis=-1)
+            kernel = jnp.concatenate([kernel[:start], kernel[stop:]], axis=0)
+        return x @ kernel + bias
+
+
+def first_dense(features: int, skip: tuple[int, int], name: str) -> nn.Module:
+    """The first layer of a network: plain ``nn.Dense`` unless input rows are skipped
+    (the same parameters either way)."""
+    init = nn.initializers.orthogonal(jnp.sqrt(2.0))
+    if skip[1] > skip[0]:
+        return SkipRowsDense(features, skip=tuple(skip), kernel_init=init, name=name)
+    return nn.Dense(features, kernel_init=init, name=name)
+
+
 class MLP(nn.Module):
-    """Dense layers with optional LayerNorm; last layer linear."""
+    """Dense layers with optional LayerNorm; last layer linear. ``skip_input_rows``
+    (start, stop): input features the first layer never reads (its kernel rows there
+    must stay zero; the actor-critic's ``observation_features``)."""
 
     hidden_sizes: Sequence[int]
     out_size: int
     activation: str = "tanh"
     layer_norm: bool = False
     out_scale: float = 1.0  # init scale of the last layer (small for policies)
+    skip_input_rows: tuple[int, int] = (0, 0)
 
     @nn.compact
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         for i, h in enumerate(self.hidden_sizes):
-            x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
-                         name=f"hidden_{i}")(x)
+            if i == 0:
+                x = first_dense(h, self.skip_input_rows, name="hidden_0")(x)
+            else:
+                x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
+                             name=f"hidden_{i}")(x)
             if self.layer_norm:
                 x = nn.LayerNorm(name=f"norm_{i}")(x)
             x = act(x)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxrl_lite.agents.actor_critic import losses, networks
 from jaxrl_lite.agents.actor_critic.variant import CriticVariant
 from jaxrl_lite.blocks import normalizer
-from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec
+from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec, first_dense
 from jaxrl_lite.blocks.replay import Transition
 
 
@@ -66,19 +66,24 @@ class BatchRenorm(nn.Module):
 
 class BatchRenormMLP(nn.Module):
     """CrossQ's critic torso: BRN(input), then Dense -> activation -> BRN per hidden
-    layer, then a linear output."""
+    layer, then a linear output. The first Dense leaves ``skip_input_rows`` out of its
+    product (their kernel rows stay zero; see ``networks.skipped_rows``)."""
 
     hidden_sizes: Sequence[int]
     out_size: int
     activation: str = "relu"
+    skip_input_rows: tuple[int, int] = (0, 0)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         act = ACTIVATIONS[self.activation]
         x = BatchRenorm(name="norm_in")(x, train)
         for i, h in enumerate(self.hidden_sizes):
-            x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
-                         name=f"hidden_{i}")(x)
+            if i == 0:
+                x = first_dense(h, self.skip_input_rows, name="hidden_0")(x)
+            else:
+                x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
+                             name=f"hidden_{i}")(x)
             x = BatchRenorm(name=f"norm_{i}")(act(x), train)
         return nn.Dense(self.out_size, name="out")(x)
 
@@ -114,5 +119,6 @@ def _crossq_critic_loss(config, spec: PolicySpec, critic: nn.Module, ts, batch: 
 
 CROSSQ = CriticVariant(
     name="crossq", uses_targets=False, loss=_crossq_critic_loss,
-    module=lambda config: BatchRenormMLP(hidden_sizes=config.critic_sizes(), out_size=1,
-                                         activation=config.activation))
+    module=lambda config, obs_dim: BatchRenormMLP(
+        hidden_sizes=config.critic_sizes(), out_size=1, activation=config.activation,
+        skip_input_rows=networks.skipped_rows(config.observation_features, obs_dim)))

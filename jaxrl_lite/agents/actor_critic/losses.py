@@ -96,5 +96,6 @@ def _td3_critic_loss(config, spec: PolicySpec, critic: nn.Module, ts, batch: Tra
 
 TD3 = CriticVariant(
     name="td3", uses_targets=True, loss=_td3_critic_loss,
-    module=lambda config: networks.critic_module(config.critic_sizes(), config.activation,
-                                                 config.critic_layer_norm))
+    module=lambda config, obs_dim: networks.critic_module(
+        config.critic_sizes(), config.activation, config.critic_layer_norm,
+        networks.skipped_rows(config.observation_features, obs_dim)))

@@ -27,10 +27,20 @@ def actor_action(spec: PolicySpec, actor_params, norm: normalizer.NormalizerStat
     return jnp.tanh(actor_torso(spec).apply(actor_params, normalizer.normalize(norm, obs)))
 
 
-def critic_module(hidden_sizes: Sequence[int], activation: str, layer_norm: bool) -> MLP:
-    """One critic: an MLP from [obs; action] to Q (one output)."""
+def skipped_rows(observation_features: int, obs_dim: int) -> tuple[int, int]:
+    """Rows [start, stop) of a critic's first kernel (inputs [obs; action]) that it never
+    reads: the observation features past ``observation_features`` (0 = all read)."""
+    if 0 < observation_features < obs_dim:
+        return (observation_features, obs_dim)
+    return (0, 0)
+
+
+def critic_module(hidden_sizes: Sequence[int], activation: str, layer_norm: bool,
+                  skip_input_rows: tuple[int, int] = (0, 0)) -> MLP:
+    """One critic: an MLP from [obs; action] to Q (one output); its first layer leaves
+    the input rows ``skip_input_rows`` out of the product (see :func:`skipped_rows`)."""
     return MLP(hidden_sizes=tuple(hidden_sizes), out_size=1, activation=activation,
-               layer_norm=layer_norm, out_scale=1.0)
+               layer_norm=layer_norm, out_scale=1.0, skip_input_rows=tuple(skip_input_rows))
 
 
 def init_critics(module: nn.Module, key: jax.Array, num_critics: int, obs_dim: int,

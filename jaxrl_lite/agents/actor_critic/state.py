@@ -94,7 +94,7 @@ def init(config: Config, env, key: jax.Array) -> TrainState:
     k_actor, k_critic, k_env, k_run = jax.random.split(key, 4)
     actor_params = ignore_input_rows(config, init_actor_params(spec, k_actor), obs_dim)
     critic_params = ignore_input_rows(config, networks.init_critics(
-        critic_variant(config).module(config), k_critic, config.num_critics(), obs_dim,
+        critic_variant(config).module(config, obs_dim), k_critic, config.num_critics(), obs_dim,
         act_dim), obs_dim)
     ts = TrainState(
         actor_params=actor_params, critic_params=critic_params,

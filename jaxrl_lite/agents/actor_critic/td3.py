@@ -54,7 +54,7 @@ def make_update(config: Config, spec: PolicySpec):
     """-> update(train_state, key) -> (train_state, metrics): one critic update,
     plus (every ``policy_delay``-th call) an actor update and target updates."""
     variant = critic_variant(config)
-    critic = variant.module(config)
+    critic = variant.module(config, spec.obs_dim)
     actor_opt = optimizer(config, config.actor_learning_rate)
     critic_opt = optimizer(config, config.critic_learning_rate)
 

@@ -21,12 +21,13 @@ LossFn = Callable[[Any], tuple[jax.Array, dict]]
 
 
 class CriticVariant(NamedTuple):
-    """name: for logs. module(config) -> one critic network ([obs; action] -> Q).
+    """name: for logs. module(config, obs_dim) -> one critic network ([obs; action] -> Q)
+    that leaves the ignored observation features out of its first product.
     loss(config, spec, critic, train_state, batch, key) -> LossFn: the critic loss
     for this batch as a function of the critic params (``key`` for target noise).
     uses_targets: whether target networks exist and are Polyak-averaged."""
 
     name: str
-    module: Callable[[Any], nn.Module]
+    module: Callable[[Any, int], nn.Module]
     loss: Callable[[Any, PolicySpec, nn.Module, Any, Transition, jax.Array], LossFn]
     uses_targets: bool
