@@ -112,13 +112,14 @@ class SkipRowsDense(nn.Module):
         return x @ kernel + bias
 
 
-def first_dense(features: int, skip: tuple[int, int], name: str) -> nn.Module:
-    """The first layer of a network: plain ``nn.Dense`` unless input rows are skipped
-    (the same parameters either way)."""
+def hidden_dense(features: int, index: int, skip: tuple[int, int] = (0, 0)) -> nn.Module:
+    """Hidden layer ``index`` of a network (orthogonal init, named ``hidden_<index>``):
+    the first layer leaves input rows ``skip`` out of its product when it is non-empty
+    (the same parameters either way); every other layer is a plain ``nn.Dense``."""
     init = nn.initializers.orthogonal(jnp.sqrt(2.0))
-    if skip[1] > skip[0]:
-        return SkipRowsDense(features, skip=tuple(skip), kernel_init=init, name=name)
-    return nn.Dense(features, kernel_init=init, name=name)
+    if index == 0 and skip[1] > skip[0]:
+        return SkipRowsDense(features, skip=tuple(skip), kernel_init=init, name="hidden_0")
+    return nn.Dense(features, kernel_init=init, name=f"hidden_{index}")
 
 
 class MLP(nn.Module):
@@ -137,11 +138,7 @@ class MLP(nn.Module):
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         for i, h in enumerate(self.hidden_sizes):
-            if i == 0:
-                x = first_dense(h, self.skip_input_rows, name="hidden_0")(x)
-            else:
-                x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
-                             name=f"hidden_{i}")(x)
+            x = hidden_dense(h, i, self.skip_input_rows)(x)
             if self.layer_norm:
                 x = nn.LayerNorm(name=f"norm_{i}")(x)
             x = act(x)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxrl_lite.agents.actor_critic import losses, networks
 from jaxrl_lite.agents.actor_critic.variant import CriticVariant
 from jaxrl_lite.blocks import normalizer
-from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec, first_dense
+from jaxrl_lite.blocks.policy import ACTIVATIONS, PolicySpec, hidden_dense
 from jaxrl_lite.blocks.replay import Transition
 
 
@@ -79,11 +79,7 @@ class BatchRenormMLP(nn.Module):
         act = ACTIVATIONS[self.activation]
         x = BatchRenorm(name="norm_in")(x, train)
         for i, h in enumerate(self.hidden_sizes):
-            if i == 0:
-                x = first_dense(h, self.skip_input_rows, name="hidden_0")(x)
-            else:
-                x = nn.Dense(h, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
-                             name=f"hidden_{i}")(x)
+            x = hidden_dense(h, i, self.skip_input_rows)(x)
             x = BatchRenorm(name=f"norm_{i}")(act(x), train)
         return nn.Dense(self.out_size, name="out")(x)
 
