@@ -19,12 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.demo $(ARGS)
 
-# Two pytest workers, each test file on one (session fixtures stay in one process):
+# Two pytest workers, each test file on one (module fixtures stay in one process; files
+# sharing a session fixture go to the same worker: tests/conftest.py):
 # about 11 min instead of 17 on a 2-core machine. TEST_WORKERS=0 runs in this process.
 # The slowest tests are listed at the end (the budget: none over 60 s).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench_env $(ARGS)

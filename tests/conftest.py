@@ -52,21 +52,60 @@ def actor_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_export(tmp_path_factory):
+    """One export of the committed trained Ant-v5 policy: (export_dir, manifest).
+    Shared by test_export.py and test_return_fidelity.py (one xdist group, below)."""
+    from tests import export_helpers
+    return export_helpers.trained_export(tmp_path_factory.mktemp("trained_export") / "export")
+
+
+@pytest.fixture(scope="session")
 def harness_export_dir(tmp_path_factory):
     """A small real export directory for the Pi-side harness tests (harness_helpers)."""
     from tests import harness_helpers
     return harness_helpers.build_export_dir(str(tmp_path_factory.mktemp("harness")))
 
 
-# The longest files first (measured: cold-cache seconds per file, roughly): with two
-# pytest-xdist workers taking whole files (`make test`), a long file collected last
-# would run alone at the end while the other worker idles.
-_LONG_FILES_FIRST = ("test_device_report.py", "test_mjx_parity.py", "test_suite_training.py",
-                     "test_faults.py", "test_distributed.py", "test_train_cli.py",
-                     "test_mjx_suite.py", "test_export.py", "test_return_fidelity.py",
-                     "test_actor_critic_training.py", "test_export_cli.py")
+# pytest-xdist (`make test`: --dist loadfile) sends whole files to a worker, so module and
+# session fixtures stay in one process. Files that share a session fixture go to the same
+# worker, so it is built once, not once per worker: the CLI runs A/B (cli_runs_ab) and
+# the Pi-side export directory (harness_export_dir), the trained policy's export
+# (trained_export).
+_SHARED_FIXTURE_GROUPS = {"test_faults.py": "cli_runs", "test_train_cli.py": "cli_runs",
+                          "test_train_bad_input.py": "cli_runs",
+                          "test_evaluate.py": "harness", "test_evaluate_bad_input.py": "harness",
+                          "test_export.py": "export", "test_return_fidelity.py": "export"}
+
+# The longest groups first (measured: cold-cache seconds per group, worker-seconds with two
+# workers: cli_runs 290, test_distributed 190, test_device_report 170, ...): a long group
+# sent last would run alone at the end while the other worker idles. `make test` passes
+# --no-loadscope-reorder, else xdist orders the groups by their number of tests.
+_LONG_GROUPS_FIRST = ("cli_runs", "test_distributed.py", "test_device_report.py",
+                      "test_suite_training.py", "test_mjx_parity.py",
+                      "test_actor_critic_training.py", "export", "test_actor_critic.py",
+                      "test_mjx_suite.py", "test_pi_install.py", "harness",
+                      "test_bench_suite.py")
+
+
+def _group(path: str) -> str:
+    name = os.path.basename(str(path).split("::", 1)[0])
+    return _SHARED_FIXTURE_GROUPS.get(name, name)
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(_LONG_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps order
+    rank = {name: i for i, name in enumerate(_LONG_GROUPS_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item.path), len(rank)))  # stable: keeps order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the shared-fixture files as one unit (pytest-xdist's own
+    --dist loadgroup reads xdist_group marks but cannot rename pytest 9's node ids)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return SharedFixtureScheduling(config, log)

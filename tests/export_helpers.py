@@ -1,6 +1,9 @@
 """What the export tests share: a small trained-looking Ant-v5 actor, its checkpoint,
-and the exporter's command line."""
+the committed trained policy's export, and the exporter's command line."""
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -15,6 +18,8 @@ from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params  # noqa: E402
 from jaxrl_lite.run.checkpoint import Checkpointer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A briefly trained (64, 64) Ant-v5 PPO policy; tests/data/README.md has its command.
+TRAINED_POLICY = os.path.join(REPO, "tests", "data", "ant_ppo_1m")
 HIDDEN = (64, 64)
 
 
@@ -50,6 +55,21 @@ def actor_run(run_dir):
     params, norm = make_actor(spec)
     d = save_checkpoint(run_dir, spec, params, norm)
     return d, spec, params, norm
+
+
+def trained_export(out_dir):
+    """Export TRAINED_POLICY through the command line (every variant and study, at test
+    sizes) to ``out_dir``: (out_dir, manifest). conftest's ``trained_export`` fixture."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "export.convert", f"--run_dir={TRAINED_POLICY}",
+         f"--out_dir={out_dir}", "--num_calibration=500", "--num_heldout=300",
+         "--num_distill=3000", "--prune_steps=400", "--prune_rounds=2", "--dagger_rounds=1",
+         "--qat=always", "--qat_steps=500", "--studies"],
+        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+        return str(out_dir), json.load(f)
 
 
 def mae(a, b):

@@ -1,6 +1,7 @@
 """Export: jax2tf SavedModel, TFLite variants, pruning, ONNX, TFLite-Micro, manifest (bad input and the CLI: test_export_cli.py).
 
-One export of a small (64, 64) actor is built once per module; every check
+One export of the committed trained (64, 64) Ant-v5 policy, through the command line
+(conftest's ``trained_export``, shared with test_return_fidelity.py); every check
 re-measures fidelity itself on a fresh set of real Ant-v5 observations
 (rollouts with a different seed than the exporter's held-out set) against
 ``jaxrl_lite.blocks.policy.deterministic_action``.
@@ -22,26 +23,27 @@ require("tensorflow")
 
 from export.convert import micro, observations, pipeline, tflite  # noqa: E402
 from jaxrl_lite.blocks.policy import deterministic_action  # noqa: E402
+from tests.export_helpers import TRAINED_POLICY  # noqa: E402
 from tests.export_helpers import mae as _mae  # noqa: E402
 
-FAST = dict(num_calibration=400, num_heldout=300, num_distill=2000, prune_steps=300,
-            prune_rounds=2, dagger_rounds=1, qat="always", qat_steps=300, studies=True,
-            verbose=False)
+
+@pytest.fixture(scope="module")
+def export(trained_export):
+    return trained_export
 
 
 @pytest.fixture(scope="module")
-def export(actor_run, tmp_path_factory):
-    d, spec, params, norm = actor_run
-    out = str(tmp_path_factory.mktemp("exp") / "export")
-    bundle = pipeline.load_bundle(d, None)
-    manifest = pipeline.export_bundle(bundle, out, pipeline.ExportOptions(**FAST))
-    return out, manifest
+def policy():
+    """The exported policy's (spec, actor params, normaliser)."""
+    from jaxrl_lite.run.checkpoint import load_policy
+    bundle = load_policy(TRAINED_POLICY)
+    return bundle.spec, bundle.actor_params, bundle.norm
 
 
 @pytest.fixture(scope="module")
-def probe(actor_run):
+def probe(policy):
     """Fresh real observations (other seeds than the exporter's) and JAX actions."""
-    _, spec, params, norm = actor_run
+    spec, params, norm = policy
     pol = observations.numpy_policy(spec, params, norm)
     obs = np.concatenate([observations.collect_observations(pol, 200, 901, action_noise=0.0),
                           observations.collect_observations(pol, 200, 902, action_noise=0.2)])
@@ -153,8 +155,9 @@ def test_sizes_and_pruning(export, probe):
     assert len(pruned) <= 0.6 * len(int8)
     assert v["tensor_arena_bytes"] <= manifest["variants"]["int8"]["tensor_arena_bytes"]
     assert v["pruning"]["rounds"][0]["hidden_sizes"] == [44, 44]  # gradual: 64 -> 44 -> 25
-    # (a random actor distilled for 2 x 300 steps; the trained policy's figures are in
-    # WORKSPACE.md) the distilled network is far closer than the bare cut
+    # (distilled for 2 x 400 steps at test sizes; the full export's figures are in
+    # experiments/results/export_fidelity.md) the distilled network is far closer than
+    # the bare cut
     rounds = v["pruning"]["rounds"]
     assert rounds[-1]["mae_on_visited_before"] < rounds[1]["mae_after_cut"]
     assert _mae(tflite.run(pruned, obs), ref) < 0.15
@@ -169,14 +172,14 @@ def test_sizes_and_pruning(export, probe):
         assert not sparse["tflite_micro"]["runs"]
 
 
-def test_int8_graph_has_no_clip_and_saturates_like_it(export, actor_run, tmp_path):
+def test_int8_graph_has_no_clip_and_saturates_like_it(export, policy, tmp_path):
     """int8 models drop the normalisation clip: their input QUANTIZE saturates at the
     calibrated range, which lies inside [-CLIP, CLIP] (calibration observations are
     clipped first), so on observations far outside the training range they act
     exactly like the same model converted with the clip in the graph."""
     from export.convert import jax2tf_bridge
     out, _ = export
-    _, spec, params, norm = actor_run
+    spec, params, norm = policy
     assert not {"MAXIMUM", "MINIMUM"} & set(tflite.model_ops(
         _read(os.path.join(out, "actor_int8.tflite"))))
     pol = observations.numpy_policy(spec, params, norm)
@@ -221,13 +224,13 @@ def test_quantization_aware_finetuning(export, probe):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_fake_quant_matches_the_converter(actor_run, tmp_path, activation):
+def test_fake_quant_matches_the_converter(policy, tmp_path, activation):
     """The QAT forward pass simulates the converter's int8 model: the same actions on real
     observations but for rare one-step rounding flips of the last layer's int8 output. RELU is fused into FULLY_CONNECTED (its
     output range starts at 0), TANH is an op of its own with a fixed output scale."""
     import jax.numpy as jnp
     from export.convert import jax2tf_bridge, qat
-    _, spec, params, norm = actor_run
+    spec, params, norm = policy
     spec = dataclasses.replace(spec, activation=activation)
     pol = observations.numpy_policy(spec, params, norm)
     obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
@@ -252,7 +255,7 @@ def test_fake_quant_matches_the_converter(actor_run, tmp_path, activation):
     assert np.mean(diff > 1.5 / 128) < 0.02
 
 
-def test_equalised_int8_recipe(actor_run, tmp_path):
+def test_equalised_int8_recipe(policy, tmp_path):
     """int8_recipe: the equalised actor is the same function in float; its int8 model
     (edge rows, +-4 clip before TANH) keeps the input range at +-CLIP and every
     FULLY_CONNECTED -> TANH range within +-4, and the QAT forward with the same clip
@@ -260,7 +263,7 @@ def test_equalised_int8_recipe(actor_run, tmp_path):
     import jax.numpy as jnp
     from export.convert import int8_recipe, jax2tf_bridge, qat
     from export.convert.mcu.graph import read_graph
-    _, spec, params, norm = actor_run
+    spec, params, norm = policy
     pol = observations.numpy_policy(spec, params, norm)
     obs = observations.collect_observations(pol, 300, 77, action_noise=0.2)
     calib = jax2tf_bridge.clip_to_normalizer_range(obs, norm)

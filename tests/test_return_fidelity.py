@@ -39,12 +39,9 @@ def _run(args, timeout):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(trained_export, tmp_path_factory):
     root = tmp_path_factory.mktemp("return_fidelity")
-    export = root / "export"
-    _run(["export.convert", f"--run_dir={POLICY}", f"--out_dir={export}", "--num_calibration=500",
-          "--num_heldout=300", "--num_distill=3000", "--prune_steps=400", "--prune_rounds=2",
-          "--dagger_rounds=1", "--qat_steps=500", "--studies"], timeout=900)
+    export = trained_export[0]  # conftest: the CLI export of POLICY, shared with test_export
     report = root / "evaluation.json"
     harness = [f"--episodes={EPISODES}", "--seed=0", f"--max_episode_steps={MAX_STEPS}",
                "--warmup=5"]
