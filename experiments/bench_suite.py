@@ -14,7 +14,9 @@ training CLI, the trainer bench_learning uses; output in ``train.log`` of the ru
 directory), then ``evaluation.gymnasium_evaluate`` of its newest checkpoint:
 deterministic policy, ``--episodes`` episodes seeded ``--gym_seed`` + 0, 1, ... (held
 out: training seeds are small integers), falls = episodes that terminated before the
-TimeLimit. Budgets B (seconds of training wall time, compile excluded) come from
+TimeLimit; the same evaluation of the run's ``best/`` policy (the best in-training
+evaluation, kept by the trainer's ``--keep_best``) goes into the entry's ``best``.
+Budgets B (seconds of training wall time, compile excluded) come from
 ``experiments.suite_references`` times ``--budget_scale``; the trainer stops at the
 first training iteration past B.
 
@@ -253,6 +255,17 @@ def run_entry(e: dict, episodes: int, gym_seed: int) -> dict:
     print(f"   {e['key']}: gymnasium {gym['return_mean']:.1f} ± {gym['return_std']:.1f}, "
           f"{gym['falls']}/{episodes} falls, {trained['env_steps']:,} env steps in "
           f"{trained['train_wall_s']:.0f} s", flush=True)
+    best = checkpoint.best_dir(e["out_dir"])
+    if checkpoint.list_steps_in(best):  # the trainer's --keep_best policy, same evaluation
+        _, meta = checkpoint.load_meta(best)
+        gb = evaluation.gymnasium_evaluate(best, episodes, gym_seed)
+        entry["best"] = {"env_steps": gb["checkpoint_env_steps"],
+                         "eval_return_mean": meta.get("eval/return_mean"),
+                         **{k: gb[k] for k in ("return_mean", "return_std", "returns",
+                                               "episode_lengths", "falls", "gym_eval_s")}}
+        print(f"   best in-training evaluation (step {gb['checkpoint_env_steps']:,}): "
+              f"gymnasium {gb['return_mean']:.1f} ± {gb['return_std']:.1f}, "
+              f"{gb['falls']}/{episodes} falls", flush=True)
     return entry
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxrl_lite.run import metrics
+from jaxrl_lite.run import checkpoint, metrics
 from tests import forkserver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +20,14 @@ COMMON = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8
           "--log_every_steps=256", "--checkpoint_every_steps=512", "--eval_every_steps=512",
           "--eval_envs=4", "--keep_checkpoints=2", "--policy_hidden=16,16",
           "--value_hidden=16,16", "--noprogress", "--plot_every_s=1000"]
+# The two-process PointMass PPO run (test_faults' reference and victims, test_distributed's
+# launcher test): one set of flags, so later processes find the compiles in the cache.
+TWO_PROCESSES = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
+                 "--num_minibatches=2", "--num_epochs=1", "--total_steps=512",
+                 "--checkpoint_every_steps=256", "--log_every_steps=64",
+                 "--eval_every_steps=0", "--eval_envs=2", "--policy_hidden=16,16",
+                 "--value_hidden=16,16", "--noprogress", "--plot_every_s=1000",
+                 "--num_processes=2", "--distributed_timeout_s=60"]
 TIMING = ("wall_s", "env_steps_per_s")
 LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl log lines
 
@@ -79,6 +87,12 @@ def assert_same_run(a, b, step="1536"):
     assert la.keys() == lb.keys() and len(la) > 10
     for k in la:
         np.testing.assert_array_equal(la[k], lb[k], err_msg=k)
+    # The best evaluated policy (--keep_best) too: the same step and arrays.
+    best_a, best_b = (checkpoint.load_policy(checkpoint.best_dir(r)) for r in (a, b))
+    pa, pb = leaves(best_a.actor_params), leaves(best_b.actor_params)
+    assert best_a.step == best_b.step and pa.keys() == pb.keys() and pa
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"best/ {k}")
 
 
 def _largest_file(d):

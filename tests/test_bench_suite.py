@@ -84,8 +84,13 @@ def test_table_written_resumed_and_extended(tmp_path):
     assert e["episodes"] == 3 and len(e["returns"]) == 3 and e["falls"] == 0
     assert e["gym_seeds"] == [1000, 1002] and e["env_steps"] > 0 and e["curve"]
     assert abs(e["budget_s"] - 1.2) < 1e-9 and e["exit"] == "time budget"
+    # The run's best/ policy (the trainer's --keep_best) gets the same evaluation.
+    b = e["best"]
+    assert 0 < b["env_steps"] <= e["env_steps"] and len(b["returns"]) == 3
+    assert b["eval_return_mean"] == max(c[2] for c in e["curve"] if c[2] is not None)
     md = open(out / "suite.md").read()
     assert "| PointMass-v0 | ppo | cpu | 0 |" in md and "## References" in md
+    assert f"{b['falls']}/3 ({b['env_steps'] / 1e3:.0f} k) |" in md
     assert os.path.getsize(out / "suite.png") > 10_000
     run_dir = e["out_dir"]
     assert len(starts(run_dir)) == 1

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests import forkserver
+from tests.cli_runs import TWO_PROCESSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
@@ -319,22 +320,21 @@ def test_launcher_two_processes_write_one_run(tmp_path):
 
     port = _free_port()
     out = tmp_path / "run"
-    args = ["--algo=ppo", "--env=PointMass-v0",
-            "--num_envs=8", "--unroll_length=8", "--num_minibatches=2",
-            "--total_steps=128", "--checkpoint_every_steps=128", "--noprogress",
-            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-            "--distributed_timeout_s=60", f"--out_dir={out}"]
+    # test_faults' two-process run, flag for flag (its compiles are in the cache).
+    args = [*TWO_PROCESSES, f"--coordinator_address=127.0.0.1:{port}", f"--out_dir={out}"]
     procs = [forkserver.start("experiments.train", [*args, f"--process_id={i}"], cwd=ROOT,
                               env=_env(1)) for i in (0, 1)]
     for rc, _, err in _wait(procs):
         assert rc == 0, err[-3000:]
-    assert os.listdir(out / "checkpoints") == ["128"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["256", "512"]
     assert {"config.json", "metrics.jsonl", "learning_curve.png"} <= set(os.listdir(out))
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == sorted({r["step"] for r in records})  # one writer
+    assert [r["step"] for r in records] == list(range(64, 513, 64))  # one writer
     runtime = json.loads((out / "runtime.jsonl").read_text().splitlines()[0])
     assert runtime["mesh"]["num_processes"] == 2 and runtime["mesh"]["num_devices"] == 2
-    assert checkpoint.load_policy(str(out)).step == 128
+    assert checkpoint.load_policy(str(out)).step == 512
+    # Both processes saved the best evaluated policy (the final one: the only evaluation).
+    assert checkpoint.load_policy(str(out / "best")).step == 512
 
 
 @pytest.mark.parametrize("devices, flags_, message", [

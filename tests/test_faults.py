@@ -15,8 +15,8 @@ import pytest
 
 from jaxrl_lite.run import checkpoint, metrics
 from tests import forkserver
-from tests.cli_runs import (COMMON, LOG_LINE, ROOT, assert_same_run, env, strip_timing,
-                            train)
+from tests.cli_runs import (COMMON, LOG_LINE, ROOT, TWO_PROCESSES, assert_same_run, env,
+                            strip_timing, train)
 
 ANT = ["--algo=ppo", "--env=Ant-v5", "--backend=mujoco", "--num_envs=8", "--unroll_length=8",
        "--num_minibatches=2", "--num_epochs=1", "--total_steps=1024", "--policy_hidden=16,16",
@@ -162,11 +162,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-TWO = ["--algo=ppo", "--env=PointMass-v0", "--num_envs=8", "--unroll_length=8",
-       "--num_minibatches=2", "--num_epochs=1", "--total_steps=512",
-       "--checkpoint_every_steps=256", "--log_every_steps=64", "--eval_every_steps=0",
-       "--eval_envs=2", "--policy_hidden=16,16", "--value_hidden=16,16", "--noprogress",
-       "--plot_every_s=1000", "--num_processes=2", "--distributed_timeout_s=60"]
+TWO = TWO_PROCESSES
 
 
 def _two_processes(out, *extra, fault_on=None):

@@ -45,6 +45,26 @@ def test_run_writes_every_artifact(cli_runs_ab):
     assert bundle.spec.hidden_sizes == (16, 16)
 
 
+def test_best_evaluated_policy_is_kept_in_best(cli_runs_ab):
+    """--keep_best (on by default): best/ holds one step, the record whose evaluation
+    was the highest (the first of equal ones), with that return in its meta; export and
+    evaluation load it like a run."""
+    a = cli_runs_ab["a"]
+    evals = [(r["step"], r["eval/return_mean"]) for r in metrics.read(a)
+             if "eval/return_mean" in r]
+    best_step, best_return = max(evals, key=lambda x: (x[1], -x[0]))
+    assert checkpoint.list_steps_in(checkpoint.best_dir(a)) == [best_step]
+    assert checkpoint.best_eval_return(a) == best_return
+    bundle = checkpoint.load_policy(checkpoint.best_dir(a))
+    assert bundle.step == best_step and bundle.algo == "ppo"
+    assert bundle.source == os.path.join(checkpoint.best_dir(a), str(best_step))
+    assert bundle.meta["eval/return_mean"] == best_return
+    if best_step in checkpoint.list_steps(a):  # a kept checkpoint of the same step
+        same = checkpoint.load_policy(a, step=best_step)
+        for k, v in leaves(same.actor_params).items():
+            np.testing.assert_array_equal(v, leaves(bundle.actor_params)[k])
+
+
 def test_resume_reproduces_uninterrupted_run_exactly(cli_runs_ab):
     a, b = cli_runs_ab["a"], cli_runs_ab["b"]
     assert cli_runs_ab["stopped_records"][-1]["step"] == 1024  # stopped at a checkpoint boundary
@@ -85,7 +105,7 @@ def test_time_budget_stops_at_the_first_iteration_past_it(tmp_path):
     config = trainer.TrainConfig(
         out_dir=out, algo="ppo", env="PointMass-v0", log_every_steps=every,
         checkpoint_every_steps=every, eval_every_steps=0, eval_envs=2, keep_checkpoints=2,
-        progress=False, plot_every_s=1000, max_wall_s=1.0,
+        progress=False, plot_every_s=1000, max_wall_s=1.0, keep_best=False,
         agent_config=Config(num_envs=8, unroll_length=8, num_minibatches=2, num_epochs=2,
                             total_steps=2 * every, policy_hidden=(16, 16),
                             value_hidden=(16, 16)))
@@ -96,6 +116,7 @@ def test_time_budget_stops_at_the_first_iteration_past_it(tmp_path):
     (record,) = metrics.read(out)
     assert record["step"] == summary["env_steps"] and "eval/return_mean" in record
     assert checkpoint.list_steps(out) == [summary["env_steps"]]
+    assert not os.path.exists(checkpoint.best_dir(out))  # keep_best=False: evaluated, not kept
 
 
 def test_train_env_kwargs_reach_the_training_envs_only(tmp_path):
@@ -150,6 +171,19 @@ def test_load_policy_verifies_policy_and_names_the_newest_intact_checkpoint(cli_
     shutil.copytree(cli_runs_ab["a"], d2)
     damage("state", "truncated")(d2)
     assert checkpoint.load_policy(d2).step == 1536
+    # best/ is checked the same way; a damaged one is ignored by a resume (replaced at the
+    # next improvement), never read as a return.
+    d3 = str(cli_runs_ab["base"] / "bad_best")
+    shutil.copytree(cli_runs_ab["a"], d3)
+    (step,) = checkpoint.list_steps_in(checkpoint.best_dir(d3))
+    meta = os.path.join(checkpoint.best_dir(d3), str(step), "meta")
+    f = max((os.path.join(r, n) for r, _, ns in os.walk(meta) for n in ns), key=os.path.getsize)
+    with open(f, "r+b") as fh:
+        fh.write(b"#")  # same size, other content
+    with pytest.raises(checkpoint.CheckpointError) as e:
+        checkpoint.load_policy(checkpoint.best_dir(d3))
+    assert f"best/{step} is damaged: meta/" in str(e.value) and "\n" not in str(e.value)
+    assert checkpoint.best_eval_return(d3) is None
 
 
 def test_killed_before_first_checkpoint_restarts_with_the_same_command(cli_runs_ab):

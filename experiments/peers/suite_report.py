@@ -114,15 +114,20 @@ def main_table(gs: list[dict]) -> list[str]:
 
 def seed_table(gs: list[dict]) -> list[str]:
     lines = ["| task | agent | preset | training seed | return (mean ± std) | falls | "
-             "env steps | wall s | env steps/s | exit | starts | preset SHA-1 |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "env steps | wall s | env steps/s | exit | starts | best/ policy: return, "
+             "falls (env step) | preset SHA-1 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for g in gs:
         for e in g["entries"]:
+            b = e.get("best")
+            best = "—" if b is None else (f"{_pm(b['return_mean'], b['return_std'])}, "
+                                          f"{b['falls']}/{e['episodes']} "
+                                          f"({_steps(b['env_steps'])})")
             lines.append(
                 f"| {e['task']} | {e['agent']} | {e['preset']} | {e['seed']} | "
                 f"{_pm(e['return_mean'], e['return_std'])} | {e['falls']}/"
                 f"{e['episodes']} | {e['env_steps']:,} | {e['train_wall_s']:.0f} | "
-                f"{e['env_steps_per_s']:,.0f} | {e['exit']} | {e['starts']} | "
+                f"{e['env_steps_per_s']:,.0f} | {e['exit']} | {e['starts']} | {best} | "
                 f"{e['preset_sha'][:8]} |")
     return lines
 
@@ -166,7 +171,11 @@ def markdown(table: dict, peers: dict | None, out: str) -> str:
                   "reference)."]
     lines += [""]
     if gs:
-        lines += ["## Every entry (training seed)", ""] + seed_table(gs) + [""]
+        lines += ["## Every entry (training seed)", "",
+                  "The table above evaluates each run's final policy. `best/ policy`: the "
+                  "same evaluation of the policy whose in-training evaluation was the run's "
+                  "best (the trainer's `--keep_best`; runs trained before it have none: —).",
+                  ""] + seed_table(gs) + [""]
     lines += ["## References", ""] + reference_table() + [""]
     if peers:
         lines += peer_report.markdown(peers)

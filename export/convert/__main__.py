@@ -38,7 +38,8 @@ from export.convert.quantize import QAT_MODES, QAT_TARGET_MAE, QAT_TARGET_MAX  #
 
 
 def _define_flags():
-    flags.DEFINE_string("run_dir", None, "Training run directory (with checkpoints/).")
+    flags.DEFINE_string("run_dir", None, "Training run directory (with checkpoints/), or "
+                        "its best/ directory (the best evaluated policy).")
     flags.DEFINE_string("out_dir", None, "Export directory to create (or replace).")
     flags.DEFINE_string("checkpoint", None, "A checkpoint step directory (default: the newest "
                         "checkpoint of --run_dir).")

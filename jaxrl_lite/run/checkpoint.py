@@ -10,6 +10,11 @@ Layout of ``<run_dir>/checkpoints/<step>/`` (one orbax step directory each):
   checksums.json  size and SHA-256 of every file above, written by process 0
            after orbax has finished the step.
 
+``<run_dir>/best/<step>/`` (``--keep_best``): policy/, meta/ and checksums.json of the
+policy whose in-training evaluation beat every earlier one of the run (meta's
+``eval/return_mean``); one step directory, replaced on each improvement, so the newest
+step there is the best. :func:`load_policy` (export, evaluation) reads it like a run.
+
 Orbax writes each step into a temporary directory and renames it into place
 when complete, so a process killed during a save never leaves a step directory
 that looks complete; incomplete temporaries are ignored and cleaned up.
@@ -37,6 +42,7 @@ from jaxrl_lite.blocks import normalizer
 from jaxrl_lite.blocks.policy import PolicySpec, init_actor_params
 
 CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best"
 MANIFEST = "checksums.json"
 ITEMS = ("state", "policy", "meta")
 
@@ -72,14 +78,30 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(os.path.abspath(run_dir), CHECKPOINT_SUBDIR)
 
 
+def best_dir(run_dir: str) -> str:
+    return os.path.join(os.path.abspath(run_dir), BEST_SUBDIR)
+
+
+def _policy_items(step: int, spec: PolicySpec, actor_params: Any,
+                  norm: normalizer.NormalizerState, algo: str, extra_meta: dict | None):
+    meta = {"algo": algo, "env": spec.env, "step": int(step),
+            "policy_spec": spec.to_json(), **(extra_meta or {})}
+    policy = {"actor_params": actor_params,
+              "norm": {"mean": norm.mean, "var": norm.var, "count": norm.count}}
+    return policy, meta
+
+
 class Checkpointer:
-    """Periodic, atomic checkpoints of a training run (keeps the last ``max_to_keep``)."""
+    """Periodic, atomic checkpoints of a training run (keeps the last ``max_to_keep``),
+    and the best evaluated policy (:meth:`save_best`)."""
 
     def __init__(self, run_dir: str, max_to_keep: int = 3, read_only: bool = False):
         if max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
         ocp = _ocp()
         self.directory = checkpoint_dir(run_dir)
+        self.best_directory = best_dir(run_dir)
+        self._best = None  # its manager, opened on the first save_best
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -93,10 +115,7 @@ class Checkpointer:
              norm: normalizer.NormalizerState, algo: str, extra_meta: dict | None = None):
         """Write one checkpoint synchronously; returns when it is complete on disk."""
         ocp = _ocp()
-        meta = {"algo": algo, "env": spec.env, "step": int(step),
-                "policy_spec": spec.to_json(), **(extra_meta or {})}
-        policy = {"actor_params": actor_params,
-                  "norm": {"mean": norm.mean, "var": norm.var, "count": norm.count}}
+        policy, meta = _policy_items(step, spec, actor_params, norm, algo, extra_meta)
         with _thread_errors() as errors:
             self._manager.save(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(train_state),
@@ -107,6 +126,27 @@ class Checkpointer:
             raise errors[0]
         if jax.process_index() == 0:
             write_manifest(os.path.join(self.directory, str(int(step))))
+
+    def save_best(self, step: int, spec: PolicySpec, actor_params: Any,
+                  norm: normalizer.NormalizerState, algo: str, extra_meta: dict) -> None:
+        """Replace ``best/`` with this policy (no train state). orbax removes the older
+        step only after the new one is complete: a kill leaves one intact at least."""
+        ocp = _ocp()
+        if self._best is None:
+            self._best = ocp.CheckpointManager(
+                self.best_directory, options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, create=True, enable_async_checkpointing=False,
+                    cleanup_tmp_directories=True))
+        policy, meta = _policy_items(step, spec, actor_params, norm, algo, extra_meta)
+        with _thread_errors() as errors:
+            self._best.save(int(step), args=ocp.args.Composite(
+                policy=ocp.args.StandardSave(policy), meta=ocp.args.JsonSave(meta)),
+                force=True)
+            self._best.wait_until_finished()
+        if errors:
+            raise errors[0]
+        if jax.process_index() == 0:
+            write_manifest(os.path.join(self.best_directory, str(int(step))))
 
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restore the train state (same structure/shapes as ``template``) and meta."""
@@ -126,6 +166,21 @@ class Checkpointer:
 
     def close(self):
         self._manager.close()
+        if self._best is not None:
+            self._best.close()
+
+
+def best_eval_return(run_dir: str) -> float | None:
+    """The in-training evaluation return of the policy in ``run_dir/best/`` (None when
+    there is none, or it is damaged: the run's next evaluation then replaces it)."""
+    if not _steps_in(best_dir(run_dir)):
+        return None
+    try:
+        _, meta = load_meta(best_dir(run_dir))
+        return float(meta["eval/return_mean"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        logging.warning("ignoring %s: %s", best_dir(run_dir), _first_line(e))
+        return None
 
 
 @contextlib.contextmanager
@@ -152,6 +207,11 @@ def _steps_in(ckpt: str) -> list[int]:
         return []
     return sorted(int(d) for d in os.listdir(ckpt)
                   if d.isdigit() and os.path.isdir(os.path.join(ckpt, d)))
+
+
+def list_steps_in(directory: str) -> list[int]:
+    """Steps of the step directories in ``directory`` (a checkpoints/ or best/ dir)."""
+    return _steps_in(directory)
 
 
 def list_steps(run_dir: str) -> list[int]:
@@ -218,7 +278,10 @@ def verify(run_dir: str, step: int, items: tuple[str, ...] = ITEMS,
     """-> the step directory if intact; else raise CheckpointError naming the
     damage and the newest intact checkpoint (``how_to_pick`` + its step says how
     to use it, e.g. ``"--resume_step="``; default: its directory)."""
-    ckpt = checkpoint_dir(run_dir)
+    return _verify_in(checkpoint_dir(run_dir), step, items, how_to_pick)
+
+
+def _verify_in(ckpt: str, step: int, items: tuple[str, ...], how_to_pick: str) -> str:
     step_dir = os.path.join(ckpt, str(step))
     problem = check_step(step_dir, items)
     if problem is None:
@@ -234,13 +297,14 @@ def verify(run_dir: str, step: int, items: tuple[str, ...] = ITEMS,
 
 
 def _resolve_step_dir(path: str, step: int | None) -> str:
-    """Accept a run dir, its checkpoints/ dir, or one step dir; return a step dir."""
+    """Accept a run dir, its checkpoints/ or best/ dir, or one step dir; return a step dir."""
     path = os.path.abspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint path does not exist: {path}")
     if os.path.isdir(os.path.join(path, "meta")) or os.path.exists(os.path.join(path, MANIFEST)):
         return path
-    ckpt = path if os.path.basename(path) == CHECKPOINT_SUBDIR else checkpoint_dir(path)
+    own = os.path.basename(path) in (CHECKPOINT_SUBDIR, BEST_SUBDIR)
+    ckpt = path if own else checkpoint_dir(path)
     if not os.path.isdir(ckpt):
         raise CheckpointError(f"no checkpoints/ directory in {path}")
     steps = _steps_in(ckpt)
@@ -257,7 +321,7 @@ def _verified_step_dir(path: str, step: int | None, items: tuple[str, ...]) -> s
     step_dir = _resolve_step_dir(path, step)
     ckpt, name = os.path.split(step_dir)
     if name.isdigit():
-        return verify(os.path.dirname(ckpt), int(name), items)
+        return _verify_in(ckpt, int(name), items, "")
     problem = check_step(step_dir, items)
     if problem:
         raise CheckpointError(f"checkpoint {step_dir} is damaged: {problem}")

@@ -34,7 +34,7 @@ METRICS_FILE = "metrics.jsonl"
 # computed).
 RESUME_FREE = ("coordinator_address", "process_id", "distributed_timeout_s", "resume",
                "resume_step", "progress", "stop_after_steps", "out_dir", "plot_every_s",
-               "max_wall_s", "tensorboard")
+               "max_wall_s", "tensorboard", "keep_best")
 
 _flag = agents.flag_field
 
@@ -65,6 +65,9 @@ class TrainConfig:
     checkpoint_every_steps: int = _flag(1_000_000, "Env steps between checkpoints (rounded "
                                         "to iterations).")
     keep_checkpoints: int = _flag(3, "Checkpoints kept (newest K).")
+    keep_best: bool = _flag(True, "Also keep the policy of the best in-training evaluation "
+                            "in out_dir/best/ (policy only, replaced on each improvement; "
+                            "export and evaluation accept that directory as a run).")
     log_every_steps: int = _flag(100_000, "Env steps between metrics records (rounded to "
                                  "iterations).")
     eval_every_steps: int = _flag(1_000_000, "Env steps between deterministic evaluations; "
@@ -207,7 +210,7 @@ def plan_out_dir(config: TrainConfig) -> tuple[str, int | None]:
     if saved is None:
         if config.resume:
             raise ConfigError(f"--resume: no run to resume in {out} (no {CONFIG_FILE})")
-        for name in (checkpoint.CHECKPOINT_SUBDIR, METRICS_FILE):
+        for name in (checkpoint.CHECKPOINT_SUBDIR, checkpoint.BEST_SUBDIR, METRICS_FILE):
             if os.path.exists(os.path.join(out, name)):
                 raise ConfigError(f"--out_dir={out} already holds {name} of another run; "
                                   f"choose another --out_dir")

@@ -122,6 +122,7 @@ def _iterate(run: Run, act: "Boundaries", step, state, start_iter: int, wall_off
         act.write(record, clock, final=it == sched.stop)
         if sched.is_checkpoint(it) or out_of_time:
             act.checkpoint(it, state, record["wall_s"])
+        act.keep_best(it, state, record)  # after the checkpoint: resuming needs only that
         if on_record is not None and multihost.is_primary():
             on_record(record)
         if out_of_time and it < sched.stop:
@@ -223,6 +224,10 @@ class Boundaries:
         if run.action_bounds is not None:  # the deployed policy acts in the task's units
             self.spec = self.spec.with_bounds(*run.action_bounds)
         self._eval_pool = self._eval_future = None
+        # The best evaluation so far, of every start of this run (best/ survives resumes:
+        # a resumed run recomputes the same evaluations, so it ends with the same best).
+        self.best_return = (checkpoint.best_eval_return(config.out_dir)
+                            if config.keep_best and plan.start != "fresh" else None)
 
     def __enter__(self):
         return self
@@ -340,6 +345,23 @@ class Boundaries:
                     f"  eval {record['eval/return_mean']:.2f}"
                     if "eval/return_mean" in record else "")
         self.bar.update(record["step"], record["env_steps_per_s"], ret)
+
+    def keep_best(self, it: int, state, record: dict) -> None:
+        """With --keep_best: save the policy to best/ when this record's evaluation
+        beats every earlier one (every process calls it: orbax coordinates them)."""
+        ret = record.get("eval/return_mean")
+        if not self.run.config.keep_best or ret is None or not math.isfinite(ret):
+            return
+        if self.best_return is not None and ret <= self.best_return:
+            return
+        actor, norm = self._policy(state)
+        with self._writing("the best policy"), setup.quiet_orbax():
+            self.ckpt.save_best(self.run.schedule.env_steps(it), self.spec, actor, norm,
+                                self.run.config.algo,
+                                {"iteration": it, "wall_s": record["wall_s"],
+                                 "eval/return_mean": ret,
+                                 "eval/return_std": record.get("eval/return_std")})
+        self.best_return = ret
 
     def checkpoint(self, it: int, state, wall_s: float) -> None:
         """Every process saves its shards of the train state; the numpy policy
