@@ -68,9 +68,9 @@ def harness_export_dir(tmp_path_factory):
 
 # pytest-xdist (`make test`: --dist loadfile) sends whole files to a worker, so module and
 # session fixtures stay in one process. Files that share a session fixture go to the same
-# worker, so it is built once, not once per worker: the CLI runs A/B (cli_runs_ab) and
-# the Pi-side export directory (harness_export_dir), the trained policy's export
-# (trained_export).
+# worker, so it is built once, not once per worker: the CLI runs A/B (cli_runs_ab), the
+# Pi-side export directory (harness_export_dir) and the export of the committed trained
+# policy (trained_export).
 _SHARED_FIXTURE_GROUPS = {"test_faults.py": "cli_runs", "test_train_cli.py": "cli_runs",
                           "test_train_bad_input.py": "cli_runs",
                           "test_evaluate.py": "harness", "test_evaluate_bad_input.py": "harness",

@@ -20,9 +20,7 @@ import sys
 import pytest
 
 from export.harness import fidelity
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POLICY = os.path.join(REPO, "tests", "data", "ant_ppo_1m")
+from tests.export_helpers import REPO, TRAINED_POLICY as POLICY
 EPISODES, MAX_STEPS = 8, 300
 # Every exported variant: paired return ratio vs fp32 within [1 - TOL, 1 + TOL].
 TOLERANCE = 0.25
