@@ -31,7 +31,8 @@ def _env(devices: int) -> dict:
     env = dict(os.environ)
     env.update(JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest",
                TF_CPP_MIN_LOG_LEVEL="2", JAXRL_LITE_JAX_CACHE=CACHE, PYTHONPATH=ROOT,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                         f"--xla_force_host_platform_device_count={devices}".strip())
     return env
 
 

@@ -167,7 +167,8 @@ TWO = TWO_PROCESSES
 
 def _two_processes(out, *extra, fault_on=None):
     port = _free_port()
-    environ = dict(env(), PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    environ = dict(env(), PYTHONPATH=ROOT, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                   "--xla_force_host_platform_device_count=1".strip())
     procs = []
     for i in (0, 1):
         e = dict(environ, JAXRL_LITE_FAULT_KILL_AT=fault_on[1]) \
