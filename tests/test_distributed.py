@@ -157,9 +157,11 @@ def test_sharded_run_matches_single_device(compare, algo):
     # Losses change over the iterations (the comparison is not of constants).
     assert len({round(x["loss/critic" if algo == "ac" else "loss/total"], 7)
                 for x in single["losses"]}) > 1
-    # Normaliser statistics are global-batch statistics, not per-device ones.
+    # Normaliser statistics are global-batch statistics, not per-device ones (those of 2 of
+    # the 8 envs). The mean's tolerance is the losses' one: 1 and 4 devices sum in different
+    # orders (seen: 1.6e-6 on a -0.057 mean of native Ant at LLVM -O0).
     assert single["norm"][2] == sharded["norm"][2] > 0
-    np.testing.assert_allclose(sharded["norm"][0], single["norm"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sharded["norm"][0], single["norm"][0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(sharded["norm"][1], single["norm"][1], rtol=1e-4, atol=1e-6)
     for a, b in zip(single["actor"], sharded["actor"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
