@@ -5,13 +5,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Tests compile far more than they compute, so XLA's CPU code generation runs at LLVM -O0:
-# about 30 % less CPU on the compile-heavy files (their runtime-heavy tests run ~1.7x
-# slower; measured in experiments/results/ci_and_demo_times.md). Every process a test
-# starts inherits it; an XLA_FLAGS that already sets the level is left alone.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_backend_optimization_level=0").strip()
+# Tests compile far more than they compute, so XLA compiles for speed of compiling: LLVM
+# -O0 and the older loop emitters (the newer fusion emitters at -O0 make slow code: a
+# training iteration ran 12x slower). On four compile-heavy test files: 135 s against 285 s
+# at XLA's defaults (experiments/results/ci_and_demo_times.md). Every process a test starts
+# inherits it; flags already set in XLA_FLAGS are left alone. Training and benchmarks keep
+# XLA's defaults.
+for _flag, _value in (("--xla_backend_optimization_level", "0"),
+                      ("--xla_cpu_use_fusion_emitters", "false")):
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_value}".strip()
 
 # The persistent compilation cache for this process and every process a test starts (they
 # inherit the environment): every compile is written, however short, because the suite
