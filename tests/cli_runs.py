@@ -32,6 +32,13 @@ TIMING = ("wall_s", "env_steps_per_s")
 LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl log lines
 
 
+def xla_flags(devices: int) -> str:
+    """This process's XLA_FLAGS (conftest's compile flags) with ``devices`` host CPU
+    devices, for a child process that needs its own device count."""
+    return f"{os.environ.get('XLA_FLAGS', '')} " \
+           f"--xla_force_host_platform_device_count={devices}".strip()
+
+
 def env():
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "cpu")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests import forkserver
-from tests.cli_runs import TWO_PROCESSES
+from tests.cli_runs import TWO_PROCESSES, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("JAXRL_LITE_JAX_CACHE", os.path.join(ROOT, ".jax_cache"))
@@ -31,8 +31,7 @@ def _env(devices: int) -> dict:
     env = dict(os.environ)
     env.update(JAX_PLATFORMS="cpu", JAX_DEFAULT_MATMUL_PRECISION="highest",
                TF_CPP_MIN_LOG_LEVEL="2", JAXRL_LITE_JAX_CACHE=CACHE, PYTHONPATH=ROOT,
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                         f"--xla_force_host_platform_device_count={devices}".strip())
+               XLA_FLAGS=xla_flags(devices))
     return env
 
 

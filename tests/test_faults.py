@@ -16,7 +16,7 @@ import pytest
 from jaxrl_lite.run import checkpoint, metrics
 from tests import forkserver
 from tests.cli_runs import (COMMON, LOG_LINE, ROOT, TWO_PROCESSES, assert_same_run, env,
-                            strip_timing, train)
+                            strip_timing, train, xla_flags)
 
 ANT = ["--algo=ppo", "--env=Ant-v5", "--backend=mujoco", "--num_envs=8", "--unroll_length=8",
        "--num_minibatches=2", "--num_epochs=1", "--total_steps=1024", "--policy_hidden=16,16",
@@ -167,8 +167,7 @@ TWO = TWO_PROCESSES
 
 def _two_processes(out, *extra, fault_on=None):
     port = _free_port()
-    environ = dict(env(), PYTHONPATH=ROOT, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                   "--xla_force_host_platform_device_count=1".strip())
+    environ = dict(env(), PYTHONPATH=ROOT, XLA_FLAGS=xla_flags(1))
     procs = []
     for i in (0, 1):
         e = dict(environ, JAXRL_LITE_FAULT_KILL_AT=fault_on[1]) \
