@@ -8,7 +8,7 @@ import pytest
 
 from jaxrl_lite import envs
 from jaxrl_lite.run import evaluation
-from jaxrl_lite.blocks import policy
+from jaxrl_lite.blocks import policy, return_norm
 from jaxrl_lite.agents import ppo
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.agents.ppo import train as ppo_train
@@ -138,6 +138,54 @@ def test_truncation_bootstraps_from_final_obs():
     as_death = data["reward"][2] - values[2]
     as_reset = data["reward"][2] + 0.9 * v(data["obs"][3]) - values[2]
     assert not np.allclose(adv[2], as_death) and not np.allclose(adv[2], as_reset)
+
+
+# --------------------------------------------------------- reward normalisation
+def test_return_norm_follows_the_sb3_recurrence():
+    """Two rollouts: per-env returns restart after done; var = population var of all."""
+    rng = np.random.default_rng(3)
+    rewards = rng.normal(1.0, 2.0, size=(2, 7, 3)).astype(np.float32)
+    done = (rng.random((2, 7, 3)) < 0.2).astype(np.float32)
+    state = return_norm.init(3)
+    g, seen = np.zeros(3), []
+    for k in range(2):
+        state = jax.jit(return_norm.update, static_argnums=3)(
+            state, jnp.asarray(rewards[k]), jnp.asarray(done[k]), 0.9)
+        for t in range(7):
+            g = 0.9 * g + rewards[k, t]
+            seen.append(g.copy())
+            g = g * (1 - done[k, t])
+    np.testing.assert_allclose(state.returns, g, rtol=1e-5, atol=1e-5)
+    assert float(state.moments.count) == 42
+    np.testing.assert_allclose(state.moments.var[0], np.var(seen), rtol=1e-4)
+    r = jnp.array([0.5, -3.0, 1e6])
+    std = np.sqrt(np.var(seen) + 1e-8)
+    np.testing.assert_allclose(return_norm.normalize(state, r),
+                               [0.5 / std, -3.0 / std, return_norm.CLIP], rtol=1e-4)
+
+
+def test_normalize_rewards_scales_the_advantages_and_stays_opt_in():
+    kw = dict(num_envs=2, unroll_length=4, num_minibatches=1, policy_hidden=(8,),
+              value_hidden=(8,), discount=0.9, gae_lambda=0.0, reward_scale=0.5)
+    env = envs.make("PointMass-v0", num_envs=2, max_episode_steps=3)
+    plain = jax.jit(lambda k: ppo.init(ppo.Config(**kw), env, k))(jax.random.PRNGKey(1))
+    assert plain.ret_norm is None  # runs without the flag keep their checkpoint layout
+    cfg = ppo.Config(normalize_rewards=True, **kw)
+    ts = jax.jit(lambda k: ppo.init(cfg, env, k))(jax.random.PRNGKey(1))
+    step = ppo.make_train_iteration(cfg, env)
+    ts, m = step(ts)
+    ts, m = step(ts)
+    assert float(ts.ret_norm.moments.count) == 2 * 4 * 2
+    assert float(m["return_std"]) == pytest.approx(float(jnp.sqrt(ts.ret_norm.moments.var[0])))
+    spec, _, _ = ppo.policy_parts(cfg, ts)
+    _, data = ppo_train.rollout(cfg, env, spec, ts.params, ts.norm, ts.env_state,
+                                jax.random.PRNGKey(2))
+    _, adv, _ = ppo_train.advantages(cfg, spec, ts.params, ts.norm, data, ts.ret_norm)
+    scaled = dict(data, reward=return_norm.normalize(ts.ret_norm, data["reward"]))
+    _, want, _ = ppo_train.advantages(cfg, spec, ts.params, ts.norm, scaled)
+    np.testing.assert_allclose(adv, want, rtol=1e-6)
+    _, raw, _ = ppo_train.advantages(cfg, spec, ts.params, ts.norm, data)
+    assert not np.allclose(adv, raw)
 
 
 def test_config_validation_one_line_errors():

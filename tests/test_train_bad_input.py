@@ -113,3 +113,13 @@ def test_bad_input_is_one_line_error_and_touches_nothing(bad_results, name):
         assert snapshot(out) == before  # nothing overwritten or lost
 
 
+
+
+def test_a_flag_added_later_reads_as_its_old_value_on_resume():
+    """A run saved before --normalize_rewards existed resumes with it off, not with it on."""
+    from jaxrl_lite.run import run_config
+    saved = {"algo": "ppo", "seed": 0}
+    assert run_config._first_difference(saved, dict(saved, normalize_rewards=False), "d") is None
+    msg = run_config._first_difference(saved, dict(saved, normalize_rewards=True), "d")
+    assert msg == "--normalize_rewards=True differs from the run in d (normalize_rewards=False)"
+    assert run_config._first_difference(saved, dict(saved, seed=1), "d").startswith("--seed=1")

@@ -164,13 +164,18 @@ def train_env_kwargs(config: TrainConfig) -> dict:
     return kwargs
 
 
+# Fields added after runs were saved: a config.json without one ran with this value.
+ADDED_LATER = {"normalize_rewards": False}
+
+
 def _first_difference(saved: dict, now: dict, out_dir: str) -> str | None:
     for key in sorted(set(saved) | set(now)):
         if key in RESUME_FREE:
             continue
-        if saved.get(key, "<absent>") != now.get(key, "<absent>"):
+        was = saved.get(key, ADDED_LATER.get(key, "<absent>"))
+        if was != now.get(key, "<absent>"):
             return (f"--{key}={now.get(key, '<absent>')!r} differs from the run in {out_dir} "
-                    f"({key}={saved.get(key, '<absent>')!r})")
+                    f"({key}={was!r})")
     return None
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxrl_lite.blocks import normalizer, sharding
+from jaxrl_lite.blocks import normalizer, return_norm, sharding
 from jaxrl_lite.agents.ppo import losses, networks
 from jaxrl_lite.agents.interface import flag_field as _f
 from jaxrl_lite.envs.core import Env, State, episode_metrics
@@ -47,6 +47,9 @@ class Config:
     normalize_advantages: bool = _f(True, "Normalise advantages per minibatch.")
     normalize_observations: bool = _f(True, "Running mean/var observation normalisation.")
     reward_scale: float = _f(0.1, "Rewards are multiplied by this before learning.")
+    normalize_rewards: bool = _f(False, "Divide rewards by the running std of the discounted "
+                                        "return (SB3 VecNormalize, CleanRL NormalizeReward; "
+                                        "clipped to +-10) before reward_scale.")
     init_log_std: float = _f(-0.5, "Initial log std of the pre-tanh Gaussian.")
     policy_hidden: tuple[int, ...] = _f((64, 64), "Actor hidden layer sizes.")
     value_hidden: tuple[int, ...] = _f((128, 128), "Critic hidden layer sizes.")
@@ -105,6 +108,8 @@ class TrainState:
     key: jax.Array          # uint32 [2]
     env_steps: jax.Array    # int32 []
     iteration: jax.Array    # int32 []
+    # --normalize_rewards only (None otherwise, so other runs keep their checkpoint layout)
+    ret_norm: return_norm.ReturnNormState | None = None
 
 
 def env_steps_per_iteration(config: Config) -> int:
@@ -149,7 +154,8 @@ def init(config: Config, env: Env, key) -> TrainState:
     return TrainState(
         params=params, opt_state=_optimizer(config).init(params),
         norm=normalizer.init(env.observation_size), env_state=env.reset(k_env),
-        key=k_train, env_steps=jnp.zeros((), jnp.int32), iteration=jnp.zeros((), jnp.int32))
+        key=k_train, env_steps=jnp.zeros((), jnp.int32), iteration=jnp.zeros((), jnp.int32),
+        ret_norm=return_norm.init(config.num_envs) if config.normalize_rewards else None)
 
 
 def policy_parts(config: Config, train_state: TrainState):
@@ -178,8 +184,12 @@ def rollout(config: Config, env: Env, spec: PolicySpec, params, norm, env_state,
     return jax.lax.scan(step, env_state, keys)
 
 
-def advantages(config: Config, spec: PolicySpec, params, norm, data: dict):
+def advantages(config: Config, spec: PolicySpec, params, norm, data: dict,
+               ret_norm: return_norm.ReturnNormState | None = None):
     """Rollout data [T, N, ...] -> (values, advantages, value targets), each [T, N].
+
+    Rewards are divided by the return std of ``ret_norm`` when given, then multiplied
+    by ``reward_scale``: values and targets are in those units.
 
     Bootstraps every step from V(info["final_obs"]) -- the observation the step
     produced before any auto-reset -- masked only by ``terminated``: a time
@@ -187,7 +197,10 @@ def advantages(config: Config, spec: PolicySpec, params, norm, data: dict):
     """
     values = networks.value(spec, config.value_hidden, params, norm, data["obs"])
     next_values = networks.value(spec, config.value_hidden, params, norm, data["final_obs"])
-    rewards = data["reward"] * config.reward_scale
+    rewards = data["reward"]
+    if ret_norm is not None:
+        rewards = return_norm.normalize(ret_norm, rewards)
+    rewards = rewards * config.reward_scale
     adv, targets = losses.gae(rewards, values, next_values, data["terminated"], data["done"],
                               config.discount, config.gae_lambda)
     return values, adv, targets
@@ -214,7 +227,11 @@ def make_train_iteration(config: Config, env: Env):
         env_state, data = rollout(config, env, spec, ts.params, ts.norm, ts.env_state, k_roll)
         norm = normalizer.update(ts.norm, data["obs"]) if config.normalize_observations \
             else ts.norm
-        values, adv, targets = advantages(config, spec, ts.params, norm, data)
+        ret_norm = ts.ret_norm
+        if config.normalize_rewards:
+            ret_norm = return_norm.update(ret_norm, data["reward"], data["done"],
+                                          config.discount)
+        values, adv, targets = advantages(config, spec, ts.params, norm, data, ret_norm)
         flat = {"obs": data["obs"], "u": data["u"], "log_prob": data["log_prob"],
                 "advantages": adv, "targets": targets, "values": values}
         flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), flat)
@@ -249,9 +266,11 @@ def make_train_iteration(config: Config, env: Env):
             schedule(ts.iteration * updates_per_iter), jnp.float32)
         metrics["value_mean"] = jnp.mean(values)
         metrics["reward_mean"] = jnp.mean(data["reward"])
+        if ret_norm is not None:
+            metrics["return_std"] = jnp.sqrt(ret_norm.moments.var[0])
         new = TrainState(params=params, opt_state=opt_state, norm=norm, env_state=env_state,
                          key=key, env_steps=ts.env_steps + config.batch_size,
-                         iteration=ts.iteration + 1)
+                         iteration=ts.iteration + 1, ret_norm=ret_norm)
         return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
     return jax.jit(iteration)
