@@ -1,7 +1,7 @@
 """Cost of one actor-critic gradient update, against the dense matmuls of its own networks.
 
     python -m experiments.bench_ac_update --recipes=td3,td3_no_contact,crossq \
-        [--updates=40] [--repeats=3] [--out=bench_ac_update.json]
+        [--updates=40] [--repeats=7] [--out=bench_ac_update.json]
 
 For each recipe (``experiments/configs/ac_recipes/NAME.flags`` or a flag-file path):
 a replay buffer of the recipe's size filled with random transitions, then a jitted
@@ -18,11 +18,18 @@ executes (forward and backward, the actor's weighted by 1/policy_delay; see
 in the same kind of scan, divided by the update's time. 1.0 would mean the update costs
 nothing but its matmuls. ``GFLOP/s`` and ``of peak`` count those weighted matmul FLOPs
 (XLA's cost analysis, also printed, counts the policy-delay branch on every update).
+
+The two are timed in ``--repeats`` paired rounds (matmuls alone and the update back to
+back, the order flipping each round), and the figure is the median of the rounds' ratios
+with their range: this machine's speed drifts by up to 2x within minutes, and a ratio of
+two bests taken minutes apart moved Ant's figure between 0.38 and 0.75. The ratio of the
+two bests is printed too (``best-of ratio``, the figure before the paired rounds).
 """
 from __future__ import annotations
 
 import fractions
 import json
+import statistics
 import sys
 import time
 
@@ -41,7 +48,8 @@ from jaxrl_lite.blocks import replay
 _RECIPES = flags.DEFINE_list("recipes", ["td3", "td3_no_contact", "crossq"],
                              "Recipe names or flag-file paths.")
 _UPDATES = flags.DEFINE_integer("updates", 40, "Updates per timed scan.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed scans (best kept).")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 7, "Paired rounds (matmuls alone, then the update, alternating order).")
 _OUT = flags.DEFINE_string("out", "bench_ac_update.json", "JSON output ('' to skip).")
 
 
@@ -81,25 +89,37 @@ def time_updates(config, env_name: str, n: int, repeats: int) -> dict:
     flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
     dots = network_matmuls.collect(one, small, key,
                                    cond_weight=fractions.Fraction(1, config.policy_delay))
-    dots_s = network_matmuls.time_dots(dots, n, repeats)
+    dots_once, calls = network_matmuls.dots_timer(dots, n)
     matmul_flops = network_matmuls.total_flops(dots)
     many = jax.jit(lambda s, k: jax.lax.scan(one, s, jax.random.split(k, n)))
     jax.block_until_ready(many(small, key))
-    best = float("inf")
-    for r in range(repeats):
+
+    def update_once(r: int) -> float:
         t = time.perf_counter()
         jax.block_until_ready(many(small, jax.random.fold_in(key, r)))
-        best = min(best, (time.perf_counter() - t) / n)
+        return time.perf_counter() - t
+
+    rounds = network_matmuls.paired_rounds(lambda r: dots_once() / calls,
+                                           lambda r: update_once(r) / n, repeats)
+    dots_s = min(d for d, _ in rounds)
+    best = min(u for _, u in rounds)
+    ratios = sorted(d / u for d, u in rounds)
     return {"ms_per_update": best * 1e3, "updates_per_s": 1 / best,
             "samples_per_s": config.batch_size / best, "xla_gflop_per_update": flops / 1e9,
             "matmuls_per_update": len(dots), "matmul_gflop_per_update": matmul_flops / 1e9,
             "gflop_per_s": matmul_flops / best / 1e9, "matmul_only_ms": dots_s * 1e3,
-            "fraction_of_network_matmuls": dots_s / best}
+            "fraction_of_network_matmuls": statistics.median(ratios),
+            "fraction_min": ratios[0], "fraction_max": ratios[-1],
+            "fraction_best_of": dots_s / best, "rounds": len(rounds),
+            "round_seconds": [[d, u] for d, u in rounds]}
 
 
 def main(argv):
     if len(argv) > 1:
         sys.exit(f"bench_ac_update: error: unexpected arguments: {' '.join(argv[1:])}")
+    if _REPEATS.value < 1 or _UPDATES.value < 1:
+        sys.exit(f"bench_ac_update: error: --repeats and --updates must be >= 1, got "
+                 f"{_REPEATS.value} and {_UPDATES.value}")
     try:
         configs = {name: ac_config.Config(**recipe_config(name)) for name in _RECIPES.value}
         env_names = {name: recipe_env(name) for name in _RECIPES.value}
@@ -117,14 +137,17 @@ def main(argv):
         rows.append(row)
     print(f"dense float32 matmul peak: {ceiling:.0f} GFLOP/s")
     print("| recipe | env | batch | critics | ms/update | updates/s | samples/s | matmuls | "
-          "matmul GFLOP/update (XLA) | matmuls alone, ms | of its matmuls | GFLOP/s | of peak |"
-          "\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "matmul GFLOP/update (XLA) | matmuls alone, ms | of its matmuls, median [min, max] "
+          "over paired rounds | best-of ratio | GFLOP/s | of peak |"
+          "\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['recipe']} | {r['env']} | {r['batch_size']} | {r['critic_hidden']} | "
               f"{r['ms_per_update']:.2f} | {r['updates_per_s']:.0f} | {r['samples_per_s']:,.0f} "
               f"| {r['matmuls_per_update']} | {r['matmul_gflop_per_update']:.3f} "
               f"({r['xla_gflop_per_update']:.3f}) | {r['matmul_only_ms']:.2f} | "
-              f"**{r['fraction_of_network_matmuls']:.2f}** | {r['gflop_per_s']:.0f} | "
+              f"**{r['fraction_of_network_matmuls']:.2f}** [{r['fraction_min']:.2f}, "
+              f"{r['fraction_max']:.2f}] ({r['rounds']}) | {r['fraction_best_of']:.2f} | "
+              f"{r['gflop_per_s']:.0f} | "
               f"{r['fraction_of_peak']:.0%} |")
     if _OUT.value:
         with open(_OUT.value, "w") as f:

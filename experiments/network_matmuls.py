@@ -14,7 +14,9 @@ update is timed) and returns the best seconds per call of ``fn``: the dense-matm
 ceiling of the function's own networks on this machine. Every product is carried out of
 the loop and one of its elements is added (times 1e-30) into one element of the next
 copy's left operand, so XLA can neither drop, narrow, hoist nor merge a matmul; besides
-the matmuls the program does one in-place scalar update per product.
+the matmuls the program does one in-place scalar update per product. ``dots_timer``
+returns that program compiled, to time one scan at a time, and ``paired_rounds`` times it
+against another program in alternating pairs (``bench_ac_update``).
 """
 from __future__ import annotations
 
@@ -132,11 +134,38 @@ def dots_program(dots: list[Dot], n: int):
 
 def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
     """Best seconds per call of the traced function, running only its matmuls."""
+    run_once, calls = dots_timer(dots, n)
+    return min(run_once() for _ in range(repeats)) / calls
+
+
+def dots_timer(dots: list[Dot], n: int):
+    """A compiled matmuls-alone program: (run_once() -> wall seconds of one scan, calls)."""
     run, args, calls = dots_program(dots, n)
     jax.block_until_ready(run(args))
-    best = float("inf")
-    for _ in range(repeats):
+
+    def run_once() -> float:
         t = time.perf_counter()
         jax.block_until_ready(run(args))
-        best = min(best, (time.perf_counter() - t) / calls)
-    return best
+        return time.perf_counter() - t
+
+    return run_once, calls
+
+
+def paired_rounds(first, second, repeats: int) -> list[tuple[float, float]]:
+    """Time two programs in alternating pairs, `repeats` rounds: [(first_s, second_s)].
+
+    Each round times both back to back (the order flips every round), so a change in the
+    machine's speed between rounds moves both halves of a round's ratio together.
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    out = []
+    for r in range(repeats):
+        if r % 2:
+            b = second(r)
+            a = first(r)
+        else:
+            a = first(r)
+            b = second(r)
+        out.append((a, b))
+    return out

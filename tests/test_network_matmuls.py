@@ -71,6 +71,17 @@ def test_time_dots_runs_the_matmuls_and_refuses_what_it_cannot_weight():
         network_matmuls.collect(loop, jnp.ones((2, 2)))
 
 
+def test_paired_rounds_alternate_the_order_and_pair_each_rounds_times():
+    calls = []
+    first = lambda r: calls.append(("a", r)) or 10.0 + r
+    second = lambda r: calls.append(("b", r)) or 20.0 + r
+    rounds = network_matmuls.paired_rounds(first, second, 3)
+    assert rounds == [(10.0, 20.0), (11.0, 21.0), (12.0, 22.0)]
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        network_matmuls.paired_rounds(first, second, 0)
+
+
 def test_recipe_env_reads_the_presets_task():
     assert recipe_env("td3") == "Ant-v5"
     assert recipe_env("experiments/configs/suite/hopper_ac_cpu.flags") == "Hopper-v5"
