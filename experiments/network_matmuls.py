@@ -8,15 +8,15 @@ level, and ``cond_weight`` inside a ``lax.cond`` branch (the actor-critic update
 only cond is its policy delay: the actor branch runs every ``policy_delay``-th
 update, so ``w = 1 / policy_delay``). ``while_loop``s are refused (no trip count).
 
-``time_dots(dots, n, repeats)`` builds a program that runs exactly those matmuls,
-on random operands of the same shapes, in a jitted ``lax.scan`` (the same way the
-update is timed) and returns the best seconds per call of ``fn``: the dense-matmul
-ceiling of the function's own networks on this machine. Every product is carried out of
+``dots_timer(dots, n)`` builds and compiles a program that runs exactly those matmuls,
+on random operands of the same shapes, in a jitted ``lax.scan`` of ``n`` steps (the same
+way the update is timed), and returns ``(run_once, calls)``: ``run_once()`` times one scan,
+so ``best / calls`` is the dense-matmul ceiling of the function's own networks on this
+machine, in seconds per call of ``fn``. Every product is carried out of
 the loop and one of its elements is added (times 1e-30) into one element of the next
 copy's left operand, so XLA can neither drop, narrow, hoist nor merge a matmul; besides
-the matmuls the program does one in-place scalar update per product. ``dots_timer``
-returns that program compiled, to time one scan at a time, and ``paired_rounds`` times it
-against another program in alternating pairs (``bench_ac_update``).
+the matmuls the program does one in-place scalar update per product. ``paired_rounds``
+times it against another program in alternating pairs (``bench_ac_update``).
 """
 from __future__ import annotations
 
@@ -130,12 +130,6 @@ def dots_program(dots: list[Dot], n: int):
 
     run = jax.jit(lambda c: jax.lax.scan(step, c, None, length=n)[0])
     return run, (lhs0, outs0), n * period
-
-
-def time_dots(dots: list[Dot], n: int, repeats: int) -> float:
-    """Best seconds per call of the traced function, running only its matmuls."""
-    run_once, calls = dots_timer(dots, n)
-    return min(run_once() for _ in range(repeats)) / calls
 
 
 def dots_timer(dots: list[Dot], n: int):

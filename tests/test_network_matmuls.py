@@ -59,13 +59,14 @@ def test_the_timed_program_keeps_every_matmul_at_full_size():
     assert sorted(products) == want
 
 
-def test_time_dots_runs_the_matmuls_and_refuses_what_it_cannot_weight():
+def test_dots_timer_runs_the_matmuls_and_refuses_what_it_cannot_weight():
     dots = network_matmuls.collect(_fn, jnp.ones((B, I)), jnp.ones((I, H)),
                                    jnp.ones((H, H)), True, cond_weight=fractions.Fraction(1, 2))
-    seconds = network_matmuls.time_dots(dots, n=2, repeats=1)
+    run_once, calls = network_matmuls.dots_timer(dots, n=2)
+    seconds = run_once() / calls
     assert math.isfinite(seconds) and seconds > 0
     with pytest.raises(ValueError, match="no matmul"):
-        network_matmuls.time_dots([], n=2, repeats=1)
+        network_matmuls.dots_timer([], n=2)
     loop = lambda x: jax.lax.while_loop(lambda c: c[0, 0] < 3, lambda c: c @ c, x)
     with pytest.raises(ValueError, match="while_loop"):
         network_matmuls.collect(loop, jnp.ones((2, 2)))
