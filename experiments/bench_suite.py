@@ -214,8 +214,8 @@ def _train_child(key: str, cmd: list[str], log: str) -> None:
         child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
         try:
             rc = child.wait()
-        except KeyboardInterrupt:  # the child got the SIGINT too: let it exit cleanly
-            child.wait(timeout=60)
+        except KeyboardInterrupt:
+            _stop_child(child)
             raise
     if rc:
         with open(log) as f:
@@ -225,6 +225,20 @@ def _train_child(key: str, cmd: list[str], log: str) -> None:
         if rc == 130:
             raise KeyboardInterrupt
         raise SuiteError(f"{key}: training failed (exit {rc}): {why}")
+
+
+def _stop_child(child: subprocess.Popen) -> None:
+    """After Ctrl-C or SIGTERM here: wait for the training child's one-line exit (its
+    checkpoints stay), SIGKILL after 60 s. Ctrl-C reaches the child too (same process
+    group); a SIGTERM sent to this process alone does not, so it is passed on (the
+    child ignores a second one)."""
+    if train_cli.sigterm_received() and child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def _train_here(key: str, args: list[str]) -> None:
@@ -339,6 +353,7 @@ def main(argv):
     except SuiteError as e:
         fail(str(e))
     logging.set_verbosity(logging.WARNING)
+    train_cli.interrupt_on_sigterm()
     try:
         failures = run_all(planned, table, path, _EPISODES.value, _GYM_SEED.value,
                            _COLLECT.value)

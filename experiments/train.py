@@ -202,7 +202,26 @@ def _one_line_background_errors() -> None:
     sys.unraisablehook = unraisable_hook
 
 
+class _Sigterm:
+    received = False
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (a scheduler's or ``kill``'s stop) as Ctrl-C: KeyboardInterrupt in
+    the main thread, so the run ends with its one-line 'interrupted' error."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def sigterm_received() -> bool:
+    """Whether this process was stopped by SIGTERM (not Ctrl-C)."""
+    return _Sigterm.received
+
+
 def _terminate(signum, frame):
+    # Once: a repeat (the process group's and a parent's) must not interrupt the
+    # interrupted run's clean-up.
+    _Sigterm.received = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -231,7 +250,7 @@ def initialize_distributed() -> None:
 def run_cli(config_check=None) -> dict:
     """Flags -> config -> train, every error as one line; ``config_check(config)``
     may add caller-specific checks (raise ConfigError). Returns the summary."""
-    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's kill: same as Ctrl-C
+    interrupt_on_sigterm()
     _one_line_background_errors()
     out_dir = FLAGS.out_dir
     try:

@@ -8,13 +8,17 @@ backend's host callbacks), so the test needs a gymnasium twin to be evaluated in
 module registers one (``--import_modules=tests.test_bench_suite``), the same dynamics in
 NumPy.
 """
+import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import gymnasium as gym
 import numpy as np
+import psutil
 import pytest
 
 from experiments import suite_references as refs
@@ -122,6 +126,35 @@ def test_table_written_resumed_and_extended(tmp_path):
     assert "trained before, evaluating" in same.stdout and len(starts(run_dir)) == 2
     e3 = json.load(open(out / "suite.json"))["entries"]["PointMass-v0/ppo/same/seed0"]
     assert e3["out_dir"] == run_dir and e3["env_steps"] == e2["env_steps"]
+
+
+def test_sigterm_stops_the_suite_and_its_training_child(tmp_path):
+    """SIGTERM to bench_suite alone (``kill PID``, a scheduler that signals one
+    process): the training child is stopped too, with its one-line 'interrupted'
+    error and its checkpoints kept, and bench_suite ends with one line, exit 130."""
+    write_presets(tmp_path / "presets")
+    base = [f"--preset_dir={tmp_path}/presets", f"--out={tmp_path}/out/suite",
+            f"--runs_dir={tmp_path}/runs", "--import_modules=tests.test_bench_suite",
+            "--tasks=PointMass-v0", "--episodes=3", "--agents=ppo", "--seeds=0"]
+    proc = forkserver.start("experiments.bench_suite", base, cwd=cli_runs.ROOT,
+                            env=cli_runs.env())
+    checkpoints = os.path.join(tmp_path, "runs", "*", "ppo_*", "seed0", "checkpoints", "*")
+    deadline = time.monotonic() + 180
+    while not glob.glob(checkpoints) and time.monotonic() < deadline:
+        assert psutil.pid_exists(proc.pid), proc.wait(1).stderr[-2000:]
+        time.sleep(0.5)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert glob.glob(checkpoints) and children, "the training child never checkpointed"
+    os.kill(proc.pid, signal.SIGTERM)
+    r = proc.wait(timeout=120)
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "interrupted; finished entries are in the table, run the same command to resume")
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    (log,) = glob.glob(os.path.join(tmp_path, "runs", "*", "ppo_*", "seed0", "train.log"))
+    last = [ln for ln in open(log).read().splitlines() if ln.strip()][-1]
+    assert "interrupted; checkpoints in" in last and "--resume" in last, last
 
 
 @pytest.mark.parametrize("args, message", [

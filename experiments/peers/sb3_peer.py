@@ -121,6 +121,7 @@ def main(argv):
                   "budgets_s": {a: refs.budget_s(FLAGS.tasks[0], a) * FLAGS.budget_scale
                                 for a, _ in pairs}})
     logging.set_verbosity(logging.WARNING)
+    bench_suite.train_cli.interrupt_on_sigterm()
     try:
         failures = run(entries, pairs, table, path)
     except KeyboardInterrupt:
