@@ -8,6 +8,7 @@ backend's host callbacks), so the test needs a gymnasium twin to be evaluated in
 module registers one (``--import_modules=tests.test_bench_suite``), the same dynamics in
 NumPy.
 """
+import contextlib
 import glob
 import json
 import os
@@ -139,19 +140,27 @@ def test_sigterm_stops_the_suite_and_its_training_child(tmp_path):
     proc = forkserver.start("experiments.bench_suite", base, cwd=cli_runs.ROOT,
                             env=cli_runs.env())
     checkpoints = os.path.join(tmp_path, "runs", "*", "ppo_*", "seed0", "checkpoints", "*")
-    deadline = time.monotonic() + 180
-    while not glob.glob(checkpoints) and time.monotonic() < deadline:
-        assert psutil.pid_exists(proc.pid), proc.wait(1).stderr[-2000:]
-        time.sleep(0.5)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    assert glob.glob(checkpoints) and children, "the training child never checkpointed"
-    os.kill(proc.pid, signal.SIGTERM)
-    r = proc.wait(timeout=120)
+    children = []
+    try:
+        deadline = time.monotonic() + 180
+        while not glob.glob(checkpoints) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert glob.glob(checkpoints) and children, "the training child never checkpointed"
+        os.kill(proc.pid, signal.SIGTERM)
+        r = proc.wait(timeout=120)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:  # a failed test leaves no training behind
+        for p in children:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        if proc.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0)  # SIGKILLs the suite if it still runs
     assert r.returncode == 130, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].endswith(
         "interrupted; finished entries are in the table, run the same command to resume")
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, [p.cmdline() for p in alive]
     (log,) = glob.glob(os.path.join(tmp_path, "runs", "*", "ppo_*", "seed0", "train.log"))
     last = [ln for ln in open(log).read().splitlines() if ln.strip()][-1]
     assert "interrupted; checkpoints in" in last and "--resume" in last, last
